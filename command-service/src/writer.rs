@@ -117,10 +117,14 @@ impl Writer {
         pending.batch.orders.extend(pending.orders.drain());
         let written = if pending.batch.is_empty() {
             Ok(())
+        } else if let Err(e) = self.store.write(&pending.batch) {
+            // The transaction wrote nothing: the positions are free again.
+            self.next_position = first_position;
+            Err(e)
         } else {
-            self.store
-                .write(&pending.batch)
-                .and_then(|()| self.store.flush())
+            // Written but perhaps not durable: the positions stay taken (a later
+            // flush may still persist them), and nothing is acknowledged.
+            self.store.flush()
         };
         match written {
             Ok(()) => {
@@ -133,8 +137,6 @@ impl Writer {
             }
             Err(e) => {
                 tracing::error!(error = %e, commands = outcomes.len(), "group commit failed");
-                // Nothing of this group is acknowledged; positions are reused.
-                self.next_position = first_position;
                 for (reply, _) in outcomes {
                     let _ = reply.send(Err(CommandError::Storage(clone_store_error(&e))));
                 }
