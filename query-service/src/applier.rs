@@ -1,0 +1,282 @@
+//! The single writer of the read models: takes the events the subscriber
+//! received, applies them in batches (one sled transaction per batch, checkpoint
+//! included), then wakes waiting queries and watchers. Stops at the first event
+//! it cannot apply and reports it, keeping the last good state served.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use shared::domain::{RecordedEvent, Timestamp};
+use shared::proto as pb;
+use tokio::sync::mpsc;
+
+use crate::checkpoint::Checkpoint;
+use crate::status::ProjectionStatus;
+use crate::store::{ApplyError, Generation, Store, StoreError};
+use crate::watchers::Watchers;
+
+/// How often a rebuild logs its progress.
+const REBUILD_LOG_EVERY: Duration = Duration::from_secs(5);
+
+pub struct Applier {
+    pub store: Arc<Store>,
+    /// The generation events go to: the served one, or the one being rebuilt.
+    pub target: Arc<Generation>,
+    pub status: Arc<ProjectionStatus>,
+    pub watchers: Arc<Watchers>,
+    pub max_batch: usize,
+}
+
+/// Where and why applying stopped.
+struct Poison {
+    position: u64,
+    error: String,
+}
+
+fn now() -> Timestamp {
+    let micros = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
+    Timestamp::from_micros(micros)
+}
+
+impl Applier {
+    /// Applies events from `events` until the channel closes (shutdown) or an
+    /// event cannot be applied. `start` is the target generation's checkpoint.
+    pub async fn run(self, start: Checkpoint, mut events: mpsc::Receiver<pb::EventEnvelope>) {
+        let mut next = start.position + 1;
+        let mut last_log = Instant::now();
+        if let Err(poison) = self.committed(Vec::new(), start) {
+            return self.stop(poison);
+        }
+        while let Some(first) = events.recv().await {
+            let mut batch = Vec::with_capacity(self.max_batch.min(1024));
+            batch.push(first);
+            while batch.len() < self.max_batch {
+                match events.try_recv() {
+                    Ok(event) => batch.push(event),
+                    Err(_) => break,
+                }
+            }
+            let (decoded, mut poison) = decode(batch, &mut next);
+            if !decoded.is_empty() {
+                if let Err(p) = self.apply(decoded).await {
+                    poison = Some(p);
+                }
+            }
+            if let Some(poison) = poison {
+                return self.stop(poison);
+            }
+            if !self.serving() && last_log.elapsed() >= REBUILD_LOG_EVERY {
+                last_log = Instant::now();
+                let p = self.status.snapshot();
+                tracing::info!(
+                    rebuilt_to = next - 1,
+                    served_at = p.applied_position,
+                    head = p.head_position,
+                    "rebuilding read models"
+                );
+            }
+        }
+        tracing::debug!("event channel closed; applier stopping");
+    }
+
+    fn serving(&self) -> bool {
+        self.store.active().number() == self.target.number()
+    }
+
+    /// Applies consecutive events; on a poison event, still commits those before it.
+    async fn apply(&self, events: Vec<RecordedEvent>) -> Result<(), Poison> {
+        let (events, result) = self.apply_blocking(events).await?;
+        match result {
+            Ok(rows) => {
+                let position = events.last().map_or(0, |e| e.position);
+                self.committed(
+                    rows,
+                    Checkpoint {
+                        position,
+                        applied_at: Some(now()),
+                    },
+                )
+            }
+            Err(ApplyError::Projection { index, error }) => {
+                let position = events[index].position;
+                let mut good = events;
+                good.truncate(index);
+                if let Some(last) = good.last().map(|e| e.position) {
+                    let (_, result) = self.apply_blocking(good).await?;
+                    let rows = result.map_err(|e| Poison {
+                        position: last,
+                        error: e.to_string(),
+                    })?;
+                    self.committed(
+                        rows,
+                        Checkpoint {
+                            position: last,
+                            applied_at: Some(now()),
+                        },
+                    )?;
+                }
+                Err(Poison {
+                    position,
+                    error: format!("event at position {position} cannot be applied: {error}"),
+                })
+            }
+            Err(ApplyError::Store(e)) => Err(Poison {
+                position: events.first().map_or(0, |e| e.position),
+                error: format!("storage failure: {e}"),
+            }),
+        }
+    }
+
+    /// sled transactions block: run them off the async workers.
+    async fn apply_blocking(
+        &self,
+        events: Vec<RecordedEvent>,
+    ) -> Result<
+        (
+            Vec<RecordedEvent>,
+            Result<Vec<crate::order_row::OrderRow>, ApplyError>,
+        ),
+        Poison,
+    > {
+        let target = Arc::clone(&self.target);
+        let first = events.first().map_or(0, |e| e.position);
+        tokio::task::spawn_blocking(move || {
+            let result = target.apply(&events, now());
+            (events, result)
+        })
+        .await
+        .map_err(|e| Poison {
+            position: first,
+            error: format!("the apply task failed: {e}"),
+        })
+    }
+
+    /// After a commit: switch a finished rebuild in, wake queries, feed watchers.
+    fn committed(
+        &self,
+        rows: Vec<crate::order_row::OrderRow>,
+        checkpoint: Checkpoint,
+    ) -> Result<(), Poison> {
+        if !self.serving() {
+            let served = self.status.snapshot().applied_position;
+            if checkpoint.position < served {
+                return Ok(());
+            }
+            self.store
+                .switch_to(&self.target)
+                .map_err(|e: StoreError| Poison {
+                    position: checkpoint.position + 1,
+                    error: format!("cannot switch to the rebuilt read models: {e}"),
+                })?;
+            tracing::info!(
+                generation = self.target.number(),
+                position = checkpoint.position,
+                "rebuild caught up; now answering from the rebuilt read models"
+            );
+            // Watchers have seen everything up to `served` from the old trees.
+            let rows: Vec<_> = rows
+                .into_iter()
+                .filter(|r| r.last_position > served)
+                .collect();
+            self.status.applied(checkpoint);
+            self.watchers.notify(&rows);
+            return Ok(());
+        }
+        self.status.applied(checkpoint);
+        self.watchers.notify(&rows);
+        Ok(())
+    }
+
+    fn stop(&self, poison: Poison) {
+        tracing::error!(
+            position = poison.position,
+            error = %poison.error,
+            "applying stopped at an event that cannot be applied; queries are answered from the last good state"
+        );
+        self.status.stop(poison.position, poison.error);
+    }
+}
+
+/// Reads the envelopes in order. Stops at the first one that cannot be read or
+/// does not follow the previous one (`next` is the position expected next).
+fn decode(batch: Vec<pb::EventEnvelope>, next: &mut u64) -> (Vec<RecordedEvent>, Option<Poison>) {
+    let mut out = Vec::with_capacity(batch.len());
+    for envelope in batch {
+        if envelope.position < *next {
+            tracing::warn!(
+                position = envelope.position,
+                "event received twice; ignored"
+            );
+            continue;
+        }
+        if envelope.position > *next {
+            let poison = Poison {
+                position: *next,
+                error: format!(
+                    "the event stream skipped from position {} to {}",
+                    *next, envelope.position
+                ),
+            };
+            return (out, Some(poison));
+        }
+        match RecordedEvent::try_from(&envelope) {
+            Ok(event) => {
+                out.push(event);
+                *next += 1;
+            }
+            Err(e) => {
+                let poison = Poison {
+                    position: envelope.position,
+                    error: format!(
+                        "event at position {} cannot be read: {e}",
+                        envelope.position
+                    ),
+                };
+                return (out, Some(poison));
+            }
+        }
+    }
+    (out, None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn envelope(position: u64) -> pb::EventEnvelope {
+        pb::EventEnvelope {
+            position,
+            event_id: format!("e{position}"),
+            order_id: "o".to_owned(),
+            version: position,
+            occurred_at: Some(prost_types::Timestamp::default()),
+            command_id: String::new(),
+            event: Some(pb::event_envelope::Event::OrderShipped(pb::OrderShipped {
+                customer_id: "c".to_owned(),
+                ..Default::default()
+            })),
+        }
+    }
+
+    #[test]
+    fn decoding_stops_at_an_unknown_event_or_a_gap() {
+        let mut next = 1;
+        let mut unknown = envelope(3);
+        unknown.event = None;
+        let (events, poison) = decode(
+            vec![envelope(1), envelope(2), unknown, envelope(4)],
+            &mut next,
+        );
+        assert_eq!(events.len(), 2);
+        let poison = poison.unwrap();
+        assert_eq!(poison.position, 3);
+        assert!(poison.error.contains("position 3"), "{}", poison.error);
+
+        let mut next = 1;
+        let (events, poison) = decode(vec![envelope(1), envelope(1), envelope(3)], &mut next);
+        assert_eq!(events.len(), 1);
+        assert_eq!(poison.unwrap().position, 2);
+    }
+}

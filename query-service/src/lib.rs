@@ -1,0 +1,140 @@
+//! query-service: the read side of the order CQRS pair.
+//!
+//! `main` parses the config and binds; `run` owns everything after that, so tests
+//! and tools can start it on an already bound port-0 listener.
+
+pub mod analytics;
+pub mod applier;
+pub mod checkpoint;
+pub mod config;
+pub mod deadline;
+pub mod error;
+pub mod grpc;
+pub mod order_row;
+pub mod page_token;
+pub mod projection;
+pub mod status;
+pub mod store;
+pub mod subscriber;
+pub mod watchers;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use shared::proto::query_service_server::QueryServiceServer;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tonic::transport::server::TcpIncoming;
+
+use crate::applier::Applier;
+use crate::config::Config;
+pub use crate::error::RunError;
+use crate::grpc::QueryApi;
+use crate::status::ProjectionStatus;
+use crate::store::Store;
+use crate::subscriber::Subscriber;
+use crate::watchers::Watchers;
+
+/// Events received but not yet applied; the subscriber waits when it is full.
+const EVENT_BUFFER: usize = 4096;
+
+/// Opens the store, starts the subscriber and the applier, and serves until
+/// `shutdown` completes; then stops accepting, ends the watch streams, lets the
+/// applier finish its batch, flushes and returns.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), RunError> {
+    let (store, target) = Store::open(&config.data_dir, config.cache_bytes(), config.rebuild)?;
+    let store = Arc::new(store);
+    let served = store.active().checkpoint()?;
+    let start = target.checkpoint()?;
+    if store.active().number() != target.number() {
+        tracing::info!(
+            generation = target.number(),
+            from_position = start.position,
+            served_position = served.position,
+            "rebuilding the read models from the event log; answering from the current ones until it catches up"
+        );
+    }
+    tracing::info!(applied_position = served.position, "read models opened");
+    let status = Arc::new(ProjectionStatus::new(served));
+    let watchers = Arc::new(Watchers::default());
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stop_tx = Arc::new(stop_tx);
+
+    let (events_tx, events_rx) = mpsc::channel(EVENT_BUFFER);
+    let applier = Applier {
+        store: Arc::clone(&store),
+        target,
+        status: Arc::clone(&status),
+        watchers: Arc::clone(&watchers),
+        max_batch: config.max_batch(),
+    };
+    let applier = tokio::spawn(applier.run(start, events_rx));
+    let subscriber = Subscriber {
+        endpoint: config.command_endpoint.clone(),
+        status: Arc::clone(&status),
+        shutdown: stop_rx.clone(),
+    };
+    let subscriber = tokio::spawn(subscriber.run(start.position, events_tx));
+
+    let api = QueryApi {
+        store: Arc::clone(&store),
+        status,
+        watchers,
+        max_wait: config.max_wait(),
+        shutdown: stop_rx,
+    };
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<QueryServiceServer<QueryApi>>()
+        .await;
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(shared::proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            // The descriptor set also holds CommandService: advertise only what is served.
+            .with_service_name("orders.v1.QueryService")
+            .with_service_name("grpc.health.v1.Health")
+    };
+    let reflection_v1 = reflection().build_v1()?;
+    let reflection_v1alpha = reflection().build_v1alpha()?;
+
+    let addr = listener.local_addr().map_err(RunError::Address)?;
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let stop = Arc::clone(&stop_tx);
+    let signal = async move {
+        shutdown.await;
+        tracing::info!("stopping: no new connections; ending watch streams");
+        health_reporter
+            .set_not_serving::<QueryServiceServer<QueryApi>>()
+            .await;
+        // Ends WatchOrder streams, min_position waits and the subscriber.
+        let _ = stop.send(true);
+    };
+    tracing::info!("listening on {addr}");
+    let served = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(QueryServiceServer::new(api))
+        .serve_with_incoming_shutdown(incoming, signal)
+        .await;
+
+    // Also when serving failed rather than being asked to stop.
+    let _ = stop_tx.send(true);
+    // The subscriber ends on the stop signal and drops its sender; the applier
+    // then drains what was received and ends.
+    if let Err(e) = subscriber.await {
+        tracing::error!(error = %e, "subscriber task failed");
+    }
+    if let Err(e) = applier.await {
+        tracing::error!(error = %e, "applier task failed");
+    }
+    store.flush().await?;
+    served?;
+    tracing::info!("stopped cleanly");
+    Ok(())
+}

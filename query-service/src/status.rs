@@ -1,0 +1,190 @@
+//! The projection's progress as the rest of the service sees it: applied and head
+//! positions, the link to the command side, and a stop at a poison event. Queries
+//! with `min_position` wait on it; the applier wakes them.
+
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use shared::domain::Timestamp;
+
+use crate::checkpoint::Checkpoint;
+use crate::error::QueryError;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// The last position of the served read models.
+    pub applied_position: u64,
+    /// The command side's last position, as last seen.
+    pub head_position: u64,
+    pub connected: bool,
+    pub last_applied_at: Option<Timestamp>,
+    /// Set once applying has stopped at an event it cannot apply.
+    pub stopped: Option<Stopped>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stopped {
+    pub position: u64,
+    pub error: String,
+}
+
+pub struct ProjectionStatus {
+    progress: watch::Sender<Progress>,
+}
+
+impl ProjectionStatus {
+    pub fn new(served: Checkpoint) -> Self {
+        let progress = Progress {
+            applied_position: served.position,
+            head_position: served.position,
+            last_applied_at: served.applied_at,
+            ..Progress::default()
+        };
+        ProjectionStatus {
+            progress: watch::Sender::new(progress),
+        }
+    }
+
+    pub fn snapshot(&self) -> Progress {
+        self.progress.borrow().clone()
+    }
+
+    /// The served read models now reflect `checkpoint`: wakes waiting queries.
+    pub fn applied(&self, checkpoint: Checkpoint) {
+        self.progress.send_modify(|p| {
+            p.applied_position = checkpoint.position;
+            p.head_position = p.head_position.max(checkpoint.position);
+            p.last_applied_at = checkpoint.applied_at;
+        });
+    }
+
+    /// Link changes wake nobody: waiting queries only care about `applied`.
+    pub fn set_connected(&self, connected: bool) {
+        self.progress.send_if_modified(|p| {
+            p.connected = connected;
+            false
+        });
+    }
+
+    /// A heartbeat: the command side's head as it says it is.
+    pub fn set_head(&self, head: u64) {
+        self.progress.send_if_modified(|p| {
+            p.head_position = head;
+            false
+        });
+    }
+
+    /// An event arrived: the head is at least there.
+    pub fn saw_position(&self, position: u64) {
+        self.progress.send_if_modified(|p| {
+            p.head_position = p.head_position.max(position);
+            false
+        });
+    }
+
+    /// Applying stopped at `position`; queries waiting beyond it fail now.
+    pub fn stop(&self, position: u64, error: String) {
+        self.progress
+            .send_modify(|p| p.stopped = Some(Stopped { position, error }));
+    }
+
+    /// Waits until `min_position` is applied, the `deadline` passes, applying
+    /// stops short of it, or the service shuts down.
+    pub async fn wait_for(
+        &self,
+        min_position: u64,
+        deadline: Instant,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> Result<(), QueryError> {
+        let mut progress = self.progress.subscribe();
+        loop {
+            {
+                let p = progress.borrow_and_update();
+                if p.applied_position >= min_position {
+                    return Ok(());
+                }
+                if let Some(stopped) = &p.stopped {
+                    return Err(QueryError::Stopped {
+                        min_position,
+                        applied_position: p.applied_position,
+                        position: stopped.position,
+                        error: stopped.error.clone(),
+                    });
+                }
+            }
+            tokio::select! {
+                changed = progress.changed() => {
+                    if changed.is_err() {
+                        return Err(QueryError::ShuttingDown);
+                    }
+                }
+                () = tokio::time::sleep_until(deadline) => {
+                    let p = self.snapshot();
+                    return Err(QueryError::NotCaughtUp {
+                        min_position,
+                        applied_position: p.applied_position,
+                        head_position: p.head_position,
+                        connected: p.connected,
+                    });
+                }
+                _ = shutdown.wait_for(|stop| *stop) => return Err(QueryError::ShuttingDown),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_wait_is_woken_by_the_applier_or_fails_at_the_deadline() {
+        let status = Arc::new(ProjectionStatus::new(Checkpoint::default()));
+        let (_stop_tx, stop) = watch::channel(false);
+        let waiter = {
+            let status = Arc::clone(&status);
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                status
+                    .wait_for(5, Instant::now() + Duration::from_secs(10), stop)
+                    .await
+            })
+        };
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        status.applied(Checkpoint {
+            position: 5,
+            applied_at: None,
+        });
+        waiter.await.unwrap().unwrap();
+
+        let err = status
+            .wait_for(6, Instant::now() + Duration::from_secs(2), stop.clone())
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("applied up to position 5"),
+            "{err}"
+        );
+        assert_eq!(
+            tonic::Status::from(err).code(),
+            tonic::Code::DeadlineExceeded
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stopped_projection_fails_waits_beyond_it_at_once() {
+        let status = ProjectionStatus::new(Checkpoint {
+            position: 3,
+            applied_at: None,
+        });
+        let (_stop_tx, stop) = watch::channel(false);
+        status.stop(4, "poison".to_owned());
+        let far = Instant::now() + Duration::from_secs(3600);
+        status.wait_for(3, far, stop.clone()).await.unwrap();
+        let err = status.wait_for(4, far, stop).await.unwrap_err();
+        assert_eq!(tonic::Status::from(err).code(), tonic::Code::Unavailable);
+    }
+}

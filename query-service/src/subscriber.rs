@@ -1,0 +1,190 @@
+//! The link to the command side: subscribes to `SubscribeEvents` after the last
+//! position received, passes events on to the applier, tracks the head from
+//! heartbeats, and reconnects with jittered exponential backoff when the command
+//! side is down, the stream breaks, or it falls silent.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::Rng;
+use shared::proto as pb;
+use shared::proto::command_service_client::CommandServiceClient;
+use shared::proto::subscribe_events_response::Kind;
+use tokio::sync::{mpsc, watch};
+use tonic::transport::Endpoint;
+
+use crate::status::ProjectionStatus;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Heartbeats come every ~2 s on an idle stream; this much silence means a dead link.
+const STALL_TIMEOUT: Duration = Duration::from_secs(10);
+const BACKOFF_BASE: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// Events are small; a generous cap still refuses nonsense.
+const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+
+pub struct Subscriber {
+    pub endpoint: String,
+    pub status: Arc<ProjectionStatus>,
+    pub shutdown: watch::Receiver<bool>,
+}
+
+/// How one subscription ended.
+enum Ended {
+    Shutdown,
+    /// The applier stopped (poison event): nothing more to deliver.
+    ApplierGone,
+    Lost {
+        established: bool,
+        reason: String,
+    },
+}
+
+/// Exponential backoff with "equal jitter": a delay in [d/2, d], d doubling up to a cap,
+/// so replicas that lost the same command-service do not reconnect in lockstep.
+struct Backoff {
+    attempt: u32,
+}
+
+impl Backoff {
+    fn next_delay(&mut self) -> Duration {
+        let ceiling = BACKOFF_BASE
+            .saturating_mul(1 << self.attempt.min(16))
+            .min(BACKOFF_MAX);
+        self.attempt = self.attempt.saturating_add(1);
+        let half = ceiling / 2;
+        half + rand::rng().random_range(Duration::ZERO..=half)
+    }
+}
+
+impl Subscriber {
+    /// Streams every event after `after` into `events` until shutdown or until the
+    /// applier goes away.
+    pub async fn run(mut self, mut after: u64, events: mpsc::Sender<pb::EventEnvelope>) {
+        let mut backoff = Backoff { attempt: 0 };
+        loop {
+            match self.subscribe_once(&mut after, &events).await {
+                Ended::Shutdown | Ended::ApplierGone => break,
+                Ended::Lost {
+                    established,
+                    reason,
+                } => {
+                    self.status.set_connected(false);
+                    if established {
+                        backoff.attempt = 0;
+                    }
+                    let delay = backoff.next_delay();
+                    tracing::warn!(
+                        endpoint = %self.endpoint,
+                        after,
+                        retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+                        "event stream unavailable: {reason}"
+                    );
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => {}
+                        _ = self.shutdown.wait_for(|stop| *stop) => break,
+                    }
+                }
+            }
+        }
+        self.status.set_connected(false);
+        tracing::debug!("subscriber stopped");
+    }
+
+    async fn connect(
+        &self,
+        after: u64,
+    ) -> Result<tonic::Streaming<pb::SubscribeEventsResponse>, String> {
+        let endpoint = Endpoint::from_shared(self.endpoint.clone())
+            .map_err(|e| e.to_string())?
+            .connect_timeout(CONNECT_TIMEOUT)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(5))
+            .keep_alive_timeout(Duration::from_secs(5));
+        let channel = endpoint
+            .connect()
+            .await
+            .map_err(|e| format!("cannot connect: {e}"))?;
+        let mut client =
+            CommandServiceClient::new(channel).max_decoding_message_size(MAX_MESSAGE_BYTES);
+        let response = client
+            .subscribe_events(pb::SubscribeEventsRequest {
+                after_position: after,
+            })
+            .await
+            .map_err(|s| format!("SubscribeEvents refused: {s}"))?;
+        Ok(response.into_inner())
+    }
+
+    async fn subscribe_once(
+        &mut self,
+        after: &mut u64,
+        events: &mpsc::Sender<pb::EventEnvelope>,
+    ) -> Ended {
+        let mut shutdown = self.shutdown.clone();
+        let mut stream = tokio::select! {
+            result = self.connect(*after) => match result {
+                Ok(stream) => stream,
+                Err(reason) => return Ended::Lost { established: false, reason },
+            },
+            _ = shutdown.wait_for(|stop| *stop) => return Ended::Shutdown,
+        };
+        self.status.set_connected(true);
+        tracing::info!(endpoint = %self.endpoint, after = *after, "subscribed to the event stream");
+        loop {
+            let message = tokio::select! {
+                message = tokio::time::timeout(STALL_TIMEOUT, stream.message()) => message,
+                _ = self.shutdown.wait_for(|stop| *stop) => return Ended::Shutdown,
+            };
+            let lost = |reason: String| Ended::Lost {
+                established: true,
+                reason,
+            };
+            let kind = match message {
+                Ok(Ok(Some(message))) => message.kind,
+                Ok(Ok(None)) => return lost("the command side ended the stream".to_owned()),
+                Ok(Err(status)) => return lost(format!("stream error: {status}")),
+                Err(_) => {
+                    return lost(format!(
+                        "no event or heartbeat for {}s",
+                        STALL_TIMEOUT.as_secs()
+                    ))
+                }
+            };
+            match kind {
+                Some(Kind::Event(event)) => {
+                    let position = event.position;
+                    self.status.saw_position(position);
+                    tokio::select! {
+                        sent = events.send(event) => {
+                            if sent.is_err() {
+                                return Ended::ApplierGone;
+                            }
+                        }
+                        _ = self.shutdown.wait_for(|stop| *stop) => return Ended::Shutdown,
+                    }
+                    *after = position;
+                }
+                Some(Kind::Heartbeat(heartbeat)) => self.status.set_head(heartbeat.head_position),
+                None => tracing::debug!("ignoring a stream message of an unknown kind"),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_with_jitter_up_to_the_cap() {
+        let mut backoff = Backoff { attempt: 0 };
+        let first = backoff.next_delay();
+        assert!(first >= BACKOFF_BASE / 2 && first <= BACKOFF_BASE);
+        for _ in 0..40 {
+            let delay = backoff.next_delay();
+            assert!(delay <= BACKOFF_MAX);
+        }
+        assert!(backoff.next_delay() >= BACKOFF_MAX / 2);
+    }
+}
