@@ -456,3 +456,7 @@ impl TryFrom<&pb::EventEnvelope> for RecordedEvent {
         })
     }
 }
+
+#[cfg(test)]
+#[path = "convert_tests.rs"]
+mod tests;

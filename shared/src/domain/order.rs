@@ -298,3 +298,7 @@ impl OrderState {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "order_tests.rs"]
+mod tests;
