@@ -15,6 +15,8 @@ use tonic::transport::Channel;
 
 pub use shared::proto as pb;
 
+pub mod model;
+
 /// How long a service may take to log its address after start.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 
