@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use e2e::{command_args, command_client, item, pb, read_log, start_command_service, Service};
 use pb::subscribe_events_response::Kind;
+use prost::Message;
+use prost_types::FileDescriptorProto;
 use tempfile::TempDir;
 use tokio::sync::watch;
 use tonic::Streaming;
@@ -17,6 +19,7 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
 
+use support::reflection::{self, ReflectionRequest};
 use support::*;
 
 /// SIGTERM, waiting at most `timeout` for the exit; a process that hangs is
@@ -81,6 +84,77 @@ async fn next_kind(stream: &mut Streaming<pb::SubscribeEventsResponse>) -> Kind 
     .expect("the stream ended")
     .kind
     .expect("a message kind")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn server_reflection_lists_and_describes_the_services() {
+    let dir = TempDir::new().unwrap();
+    let svc = start_command_service(dir.path());
+    // v1alpha is what grpcurl 1.8 asks; newer clients ask v1.
+    for version in ["v1", "v1alpha"] {
+        let listed = reflection::ask(
+            svc.channel().await,
+            version,
+            ReflectionRequest {
+                list_services: Some(String::new()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_or_else(|s| panic!("reflection {version}: {s:?}"));
+        let names: Vec<String> = listed
+            .list_services_response
+            .clone()
+            .unwrap_or_else(|| panic!("reflection {version}: no service list: {listed:?}"))
+            .service
+            .into_iter()
+            .map(|s| s.name)
+            .collect();
+        for expected in ["orders.v1.CommandService", "grpc.health.v1.Health"] {
+            assert!(
+                names.iter().any(|n| n == expected),
+                "reflection {version}: {expected} is not listed: {names:?}"
+            );
+        }
+
+        let described = reflection::ask(
+            svc.channel().await,
+            version,
+            ReflectionRequest {
+                file_containing_symbol: Some("orders.v1.CommandService".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_or_else(|s| panic!("reflection {version}: {s:?}"));
+        let files = described
+            .file_descriptor_response
+            .clone()
+            .unwrap_or_else(|| panic!("reflection {version}: no descriptor: {described:?}"))
+            .file_descriptor_proto;
+        let methods: Vec<String> = files
+            .iter()
+            .map(|bytes| FileDescriptorProto::decode(bytes.as_slice()).expect("a descriptor"))
+            .filter(|f| f.package() == "orders.v1")
+            .flat_map(|f| f.service)
+            .filter(|s| s.name() == "CommandService")
+            .flat_map(|s| s.method)
+            .map(|m| m.name().to_owned())
+            .collect();
+        assert_eq!(
+            methods,
+            [
+                "CreateOrder",
+                "AddItem",
+                "RemoveItem",
+                "PlaceOrder",
+                "ShipOrder",
+                "CancelOrder",
+                "SubscribeEvents"
+            ],
+            "reflection {version}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -177,6 +251,32 @@ async fn a_taken_port_exits_nonzero_with_a_clear_error() {
     assert!(
         text.contains(&addr.port().to_string()) || text.contains("in use"),
         "the error names neither the address nor the cause: {logs:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bad_configuration_exits_nonzero_with_a_clear_error() {
+    let dir = TempDir::new().unwrap();
+    // A data dir that is a regular file.
+    let file = dir.path().join("not-a-directory");
+    std::fs::write(&file, b"x").unwrap();
+    let result = Service::try_spawn("command-service", &command_args(&file, "127.0.0.1:0"), &[]);
+    let logs = assert_clean_failure("a data dir that is a file", result);
+    assert!(
+        logs.iter().any(|l| l.contains("not-a-directory")),
+        "the error does not name the data dir: {logs:?}"
+    );
+    // A listen address that is not one.
+    let result = Service::try_spawn(
+        "command-service",
+        &command_args(&dir.path().join("data"), "not-an-address"),
+        &[],
+    );
+    let logs = assert_clean_failure("a malformed --listen", result);
+    assert!(
+        logs.iter()
+            .any(|l| l.contains("not-an-address") || l.contains("listen")),
+        "the error does not name the flag: {logs:?}"
     );
 }
 

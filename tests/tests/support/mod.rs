@@ -5,6 +5,8 @@
 // Each test binary compiles this module and uses a different part of it.
 #![allow(dead_code)]
 
+pub mod reflection;
+
 use std::collections::HashSet;
 use std::future::Future;
 use std::time::{Duration, Instant};
