@@ -92,19 +92,32 @@ impl ModelOrder {
         assert_eq!(view.item_count, self.item_count(), "{id}: item_count");
         assert_eq!(view.currency, self.currency, "{id}: currency");
         assert_eq!(view.version, self.version, "{id}: version");
-        assert_eq!(view.last_position, self.last_position, "{id}: last_position");
+        assert_eq!(
+            view.last_position, self.last_position,
+            "{id}: last_position"
+        );
         assert!(view.created_at.is_some(), "{id}: created_at");
         assert!(view.updated_at.is_some(), "{id}: updated_at");
         assert_eq!(view.placed_at.is_some(), self.was_placed, "{id}: placed_at");
-        assert_eq!(view.shipped_at.is_some(), self.status == S::Shipped, "{id}: shipped_at");
+        assert_eq!(
+            view.shipped_at.is_some(),
+            self.status == S::Shipped,
+            "{id}: shipped_at"
+        );
         assert_eq!(
             view.cancelled_at.is_some(),
             self.status == S::Cancelled,
             "{id}: cancelled_at"
         );
         assert_eq!(view.carrier, self.carrier, "{id}: carrier");
-        assert_eq!(view.tracking_number, self.tracking_number, "{id}: tracking_number");
-        assert_eq!(view.cancel_reason, self.cancel_reason, "{id}: cancel_reason");
+        assert_eq!(
+            view.tracking_number, self.tracking_number,
+            "{id}: tracking_number"
+        );
+        assert_eq!(
+            view.cancel_reason, self.cancel_reason,
+            "{id}: cancel_reason"
+        );
     }
 }
 
@@ -156,9 +169,9 @@ impl Model {
                     p.0 += u64::from(*quantity);
                     p.1 += i64::from(*quantity) * price;
                 }
-                let date = dates
-                    .get(&order.order_id)
-                    .unwrap_or_else(|| panic!("{} placed but no OrderPlaced in the log", order.order_id));
+                let date = dates.get(&order.order_id).unwrap_or_else(|| {
+                    panic!("{} placed but no OrderPlaced in the log", order.order_id)
+                });
                 let d = daily.entry(date.clone()).or_default();
                 d.0 += 1;
                 d.1 += order.total_cents();
@@ -263,7 +276,9 @@ where
     }
 }
 
-pub async fn projection_status(query: &QueryServiceClient<Channel>) -> pb::GetProjectionStatusResponse {
+pub async fn projection_status(
+    query: &QueryServiceClient<Channel>,
+) -> pb::GetProjectionStatusResponse {
     query
         .clone()
         .get_projection_status(pb::GetProjectionStatusRequest {})
@@ -525,8 +540,12 @@ async fn drive_order(
                 );
                 model.commands_rejected += 1;
             }
-            (Ok(_), false) => panic!("{describe} was acknowledged; the model expected a refusal ({order:?})"),
-            (Err(status), true) => panic!("{describe} was refused ({status}); the model expected success ({order:?})"),
+            (Ok(_), false) => {
+                panic!("{describe} was acknowledged; the model expected a refusal ({order:?})")
+            }
+            (Err(status), true) => {
+                panic!("{describe} was refused ({status}); the model expected success ({order:?})")
+            }
         }
     }
     model.orders.insert(order_id, order);
@@ -555,8 +574,13 @@ pub async fn run_workload(
                     return model;
                 }
                 let order_id = format!("{prefix}-{i:04}");
-                drive_order(&mut client, order_id, seed.wrapping_mul(1_000_003) ^ i as u64, &mut model)
-                    .await;
+                drive_order(
+                    &mut client,
+                    order_id,
+                    seed.wrapping_mul(1_000_003) ^ i as u64,
+                    &mut model,
+                )
+                .await;
             }
         }));
     }
@@ -672,8 +696,11 @@ impl Model {
             by_status.push(walk_recent(query, status as i32, 50, self.max_position).await);
         }
         let mut by_customer = BTreeMap::new();
-        let customers: std::collections::BTreeSet<_> =
-            self.orders.values().map(|o| o.customer_id.clone()).collect();
+        let customers: std::collections::BTreeSet<_> = self
+            .orders
+            .values()
+            .map(|o| o.customer_id.clone())
+            .collect();
         for customer in customers {
             let orders = walk_customer(query, &customer, 4, self.max_position).await;
             by_customer.insert(customer, orders);
@@ -692,7 +719,10 @@ impl Model {
         let mut listed: Vec<_> = snapshot.recent.iter().map(|o| o.order_id.clone()).collect();
         assert_eq!(listed.len(), self.orders.len(), "ListRecentOrders length");
         listed.sort();
-        assert!(listed.iter().eq(self.orders.keys()), "ListRecentOrders holds every order once");
+        assert!(
+            listed.iter().eq(self.orders.keys()),
+            "ListRecentOrders holds every order once"
+        );
         let created: Vec<_> = snapshot
             .recent
             .iter()
@@ -701,14 +731,30 @@ impl Model {
                 (t.seconds, t.nanos)
             })
             .collect();
-        assert!(created.windows(2).all(|w| w[0] >= w[1]), "newest created first");
-        for (i, status) in [S::Draft, S::Placed, S::Shipped, S::Cancelled].iter().enumerate() {
+        assert!(
+            created.windows(2).all(|w| w[0] >= w[1]),
+            "newest created first"
+        );
+        for (i, status) in [S::Draft, S::Placed, S::Shipped, S::Cancelled]
+            .iter()
+            .enumerate()
+        {
             let expected = self.orders.values().filter(|o| o.status == *status).count();
-            assert_eq!(snapshot.by_status[i].len(), expected, "orders listed as {status:?}");
-            assert!(snapshot.by_status[i].iter().all(|o| o.status == *status as i32));
+            assert_eq!(
+                snapshot.by_status[i].len(),
+                expected,
+                "orders listed as {status:?}"
+            );
+            assert!(snapshot.by_status[i]
+                .iter()
+                .all(|o| o.status == *status as i32));
         }
         for (customer, orders) in &snapshot.by_customer {
-            let expected = self.orders.values().filter(|o| &o.customer_id == customer).count();
+            let expected = self
+                .orders
+                .values()
+                .filter(|o| &o.customer_id == customer)
+                .count();
             assert_eq!(orders.len(), expected, "orders of {customer}");
             assert!(orders.iter().all(|o| &o.customer_id == customer));
         }

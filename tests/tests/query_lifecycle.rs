@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use e2e::model::{eventually, projection_status};
 use e2e::{
-    command_client, item, pb, query_args, query_client, start_command_service,
-    start_query_service, Service,
+    command_client, item, pb, query_args, query_client, start_command_service, start_query_service,
+    Service,
 };
 use futures::StreamExt;
 use pb::OrderStatus as S;
@@ -51,7 +51,10 @@ async fn every_command_is_visible_to_a_query_with_its_position() {
         .into_inner();
     let view = get(&mut q, "o-1", created.position).await;
     assert_eq!(view.status, S::Draft as i32);
-    assert_eq!((view.total_cents, view.item_count, view.version), (300, 2, 1));
+    assert_eq!(
+        (view.total_cents, view.item_count, view.version),
+        (300, 2, 1)
+    );
     assert_eq!(view.currency, "EUR");
     assert_eq!(view.last_position, created.position);
     assert!(view.created_at.is_some() && view.placed_at.is_none());
@@ -69,7 +72,10 @@ async fn every_command_is_visible_to_a_query_with_its_position() {
     let view = get(&mut q, "o-1", added.position).await;
     assert_eq!(view.lines.len(), 2);
     assert_eq!(view.lines[1].line_total_cents, 297);
-    assert_eq!((view.total_cents, view.item_count, view.version), (597, 5, 2));
+    assert_eq!(
+        (view.total_cents, view.item_count, view.version),
+        (597, 5, 2)
+    );
 
     let removed = c
         .remove_item(pb::RemoveItemRequest {
@@ -113,7 +119,10 @@ async fn every_command_is_visible_to_a_query_with_its_position() {
         .into_inner();
     let view = get(&mut q, "o-1", shipped.position).await;
     assert_eq!(view.status, S::Shipped as i32);
-    assert_eq!((view.carrier.as_str(), view.tracking_number.as_str()), ("DHL", "T-42"));
+    assert_eq!(
+        (view.carrier.as_str(), view.tracking_number.as_str()),
+        ("DHL", "T-42")
+    );
     assert!(view.shipped_at.is_some());
     assert_eq!(view.version, 5);
 
@@ -155,7 +164,11 @@ async fn every_command_is_visible_to_a_query_with_its_position() {
     assert_eq!((analytics.placed_orders, analytics.shipped_orders), (1, 1));
     assert_eq!(analytics.placed_revenue_cents, 297 + 139);
     assert_eq!(analytics.average_order_value_cents, (297 + 139) / 2);
-    let top: Vec<_> = analytics.top_products.iter().map(|p| (p.sku.as_str(), p.quantity)).collect();
+    let top: Vec<_> = analytics
+        .top_products
+        .iter()
+        .map(|p| (p.sku.as_str(), p.quantity))
+        .collect();
     assert_eq!(top, [("fig", 4), ("pear", 4)]);
     assert_eq!(analytics.daily.len(), 1);
     assert_eq!(analytics.daily[0].orders_placed, 2);
@@ -185,7 +198,10 @@ async fn every_command_is_visible_to_a_query_with_its_position() {
         .analytics
         .unwrap();
     assert_eq!(analytics.total_orders, 2);
-    assert_eq!((analytics.shipped_orders, analytics.cancelled_orders), (1, 1));
+    assert_eq!(
+        (analytics.shipped_orders, analytics.cancelled_orders),
+        (1, 1)
+    );
     assert_eq!(analytics.placed_revenue_cents, 297);
     assert_eq!(analytics.top_products.len(), 1);
     assert_eq!(analytics.top_products[0].sku, "pear");
@@ -307,7 +323,11 @@ async fn watch_order_sees_every_change_in_order() {
         seen.push(message.order.unwrap());
     }
     let versions: Vec<u64> = seen.iter().map(|v| v.version).collect();
-    assert_eq!(versions, (1..=42).collect::<Vec<_>>(), "one message per change, in order");
+    assert_eq!(
+        versions,
+        (1..=42).collect::<Vec<_>>(),
+        "one message per change, in order"
+    );
     let seen_positions: Vec<u64> = seen.iter().map(|v| v.last_position).collect();
     assert_eq!(seen_positions, positions);
     assert_eq!(seen[41].status, S::Placed as i32);
@@ -359,9 +379,19 @@ async fn min_position_beyond_the_head_fails_within_the_deadline() {
         matches!(status.code(), Code::DeadlineExceeded | Code::Unavailable),
         "{status:?}"
     );
-    assert!(took >= Duration::from_millis(700), "answered after {took:?}, before the wait");
-    assert!(took < Duration::from_millis(1500), "answered after {took:?}, past the deadline");
-    assert!(status.message().contains("min_position"), "{}", status.message());
+    assert!(
+        took >= Duration::from_millis(700),
+        "answered after {took:?}, before the wait"
+    );
+    assert!(
+        took < Duration::from_millis(1500),
+        "answered after {took:?}, past the deadline"
+    );
+    assert!(
+        status.message().contains("min_position"),
+        "{}",
+        status.message()
+    );
 
     // Without a client deadline, the server's cap (700 ms here) bounds it.
     let started = Instant::now();
@@ -373,10 +403,15 @@ async fn min_position_beyond_the_head_fails_within_the_deadline() {
         .await
         .unwrap_err();
     let took = started.elapsed();
-    assert!(matches!(status.code(), Code::DeadlineExceeded | Code::Unavailable));
+    assert!(matches!(
+        status.code(),
+        Code::DeadlineExceeded | Code::Unavailable
+    ));
     assert!(took < Duration::from_secs(3), "answered after {took:?}");
     assert!(
-        status.message().contains(&format!("applied up to position {}", created.position)),
+        status
+            .message()
+            .contains(&format!("applied up to position {}", created.position)),
         "{}",
         status.message()
     );
@@ -413,7 +448,11 @@ async fn malformed_queries_are_refused_naming_the_field() {
     let refused = |r: Result<(), tonic::Status>, field: &str| {
         let status = r.unwrap_err();
         assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
-        assert!(status.message().contains(field), "{field}: {}", status.message());
+        assert!(
+            status.message().contains(field),
+            "{field}: {}",
+            status.message()
+        );
     };
     refused(
         q.get_order(pb::GetOrderRequest {
@@ -425,7 +464,9 @@ async fn malformed_queries_are_refused_naming_the_field() {
         "order_id",
     );
     refused(
-        q.get_order(pb::GetOrderRequest::default()).await.map(|_| ()),
+        q.get_order(pb::GetOrderRequest::default())
+            .await
+            .map(|_| ()),
         "order_id",
     );
     refused(
@@ -516,7 +557,10 @@ async fn malformed_queries_are_refused_naming_the_field() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(serving.status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
+    assert_eq!(
+        serving.status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
     let status = eventually(Duration::from_secs(10), "caught up", || {
         let q = q.clone();
         async move {

@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use e2e::model::{placement_dates, run_workload};
 use e2e::{
-    command_client, query_args, query_client, read_log, start_command_service,
-    start_query_service, Service,
+    command_client, query_args, query_client, read_log, start_command_service, start_query_service,
+    Service,
 };
 use pb::OrderStatus as S;
 use tempfile::TempDir;
@@ -30,17 +30,27 @@ async fn a_randomized_workload_of_500_orders_matches_the_model() {
         started.elapsed()
     );
     assert_eq!(model.orders.len(), 500);
-    assert!(model.commands_rejected > 100, "the workload also sends refused commands");
+    assert!(
+        model.commands_rejected > 100,
+        "the workload also sends refused commands"
+    );
     for status in [S::Draft, S::Placed, S::Shipped, S::Cancelled] {
         assert!(
             model.orders.values().filter(|o| o.status == status).count() >= 20,
             "the workload leaves orders in every status"
         );
     }
-    assert!(model.orders.values().any(|o| o.status == S::Cancelled && o.was_placed));
+    assert!(model
+        .orders
+        .values()
+        .any(|o| o.status == S::Cancelled && o.was_placed));
 
     let log = read_log(&mut command_client(&cmd).await, 0).await;
-    assert_eq!(log.len() as u64, model.max_position, "one event per acknowledged command");
+    assert_eq!(
+        log.len() as u64,
+        model.max_position,
+        "one event per acknowledged command"
+    );
     let dates = placement_dates(&log);
     let q = query_client(&qs).await;
     model.assert_query_side(&q, &dates).await;
@@ -64,7 +74,9 @@ async fn two_replicas_give_identical_answers() {
     assert_eq!(a.views.len(), 150);
     assert!(a == b, "the replicas disagree:\n{a:#?}\n---\n{b:#?}");
     let dates = placement_dates(&read_log(&mut command_client(&cmd).await, 0).await);
-    model.assert_query_side(&query_client(&late).await, &dates).await;
+    model
+        .assert_query_side(&query_client(&late).await, &dates)
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -83,10 +95,21 @@ async fn a_rebuild_reproduces_the_incrementally_built_read_models() {
     let q = query_client(&rebuilt).await;
     // Queries are answered (from the old trees) while the rebuild runs.
     let status = e2e::model::projection_status(&q).await;
-    assert!(status.applied_position >= model.max_position, "old trees served meanwhile");
+    assert!(
+        status.applied_position >= model.max_position,
+        "old trees served meanwhile"
+    );
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !rebuilt.logs().iter().any(|l| l.contains("rebuild caught up")) {
-        assert!(Instant::now() < deadline, "rebuild did not finish: {:#?}", rebuilt.logs());
+    while !rebuilt
+        .logs()
+        .iter()
+        .any(|l| l.contains("rebuild caught up"))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "rebuild did not finish: {:#?}",
+            rebuilt.logs()
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let after = model.read_snapshot(&q).await;
