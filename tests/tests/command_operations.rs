@@ -4,7 +4,7 @@
 
 mod support;
 
-use std::process::{Command, ExitStatus};
+use std::process::ExitStatus;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,20 +21,6 @@ use tonic_health::pb::HealthCheckRequest;
 
 use support::reflection::{self, ReflectionRequest};
 use support::*;
-
-/// SIGTERM, waiting at most `timeout` for the exit; a process that hangs is
-/// killed and fails the test.
-async fn terminate_within(mut svc: Service, timeout: Duration) -> ExitStatus {
-    let pid = svc.pid().expect("running");
-    let waiting = tokio::task::spawn_blocking(move || svc.terminate());
-    match tokio::time::timeout(timeout, waiting).await {
-        Ok(status) => status.unwrap(),
-        Err(_) => {
-            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
-            panic!("command-service did not exit within {timeout:?} of SIGTERM");
-        }
-    }
-}
 
 #[track_caller]
 fn assert_clean_failure(

@@ -4,6 +4,8 @@
 
 mod support;
 
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
 use e2e::{command_client, item, pb, read_log, start_command_service};
 use pb::event_envelope::Event as E;
 use tempfile::TempDir;
@@ -112,6 +114,18 @@ async fn orders_go_through_their_lifecycle_with_a_version_and_position_per_comma
             "OrderCancelled",
         ]
     );
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    for e in &log {
+        let at = e.occurred_at.as_ref().unwrap().seconds;
+        assert!(
+            (now - 600..=now + 60).contains(&at),
+            "event {} occurred_at {at} is not about now ({now})",
+            e.position
+        );
+    }
     assert_eq!(log[0].command_id, "create-1");
     assert!(log[1..].iter().all(|e| e.command_id.is_empty()));
 
@@ -627,7 +641,7 @@ async fn same_key_other_request_is_invalid_argument(c: &mut Client, head: u64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_repeated_command_id_is_recognised_after_a_restart() {
     let dir = TempDir::new().unwrap();
-    let mut svc = start_command_service(dir.path());
+    let svc = start_command_service(dir.path());
     let mut c = command_client(&svc).await;
 
     let create_o1 = with(create("o1", vec![item("apple", 1, 100)]), None, "k-create");
@@ -643,8 +657,8 @@ async fn a_repeated_command_id_is_recognised_after_a_restart() {
     assert_eq!(acks[3], ack("o1", 4, 5));
 
     drop(c);
-    let status = svc.terminate();
-    assert!(status.success(), "SIGTERM must exit 0, got {status:?}");
+    let status = terminate_within(svc, Duration::from_secs(20)).await;
+    assert_eq!(status.code(), Some(0), "SIGTERM must exit 0");
     let svc = start_command_service(dir.path());
     let mut c = command_client(&svc).await;
 

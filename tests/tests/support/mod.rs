@@ -9,9 +9,10 @@ pub mod reflection;
 
 use std::collections::HashSet;
 use std::future::Future;
-use std::time::{Duration, Instant};
+use std::process::{Command, ExitStatus};
+use std::time::Duration;
 
-use e2e::{pb, read_log};
+use e2e::{pb, read_log, Service};
 use shared::proto::command_service_client::CommandServiceClient;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
@@ -284,25 +285,23 @@ pub fn kind(e: &pb::EventEnvelope) -> &'static str {
     }
 }
 
-/// Polls `probe` until it yields a value or `timeout` passes.
-pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut probe: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(value) = probe().await {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// Runs `future` with a deadline, failing the test with `what` when it passes.
 pub async fn within<T>(what: &str, timeout: Duration, future: impl Future<Output = T>) -> T {
     tokio::time::timeout(timeout, future)
         .await
         .unwrap_or_else(|_| panic!("timed out after {timeout:?}: {what}"))
+}
+
+/// SIGTERM, waiting at most `timeout` for the exit; a process that hangs is
+/// killed and fails the test.
+pub async fn terminate_within(mut svc: Service, timeout: Duration) -> ExitStatus {
+    let pid = svc.pid().expect("running");
+    let waiting = tokio::task::spawn_blocking(move || svc.terminate());
+    match tokio::time::timeout(timeout, waiting).await {
+        Ok(status) => status.unwrap(),
+        Err(_) => {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            panic!("the service did not exit within {timeout:?} of SIGTERM");
+        }
+    }
 }
