@@ -131,6 +131,7 @@ impl Subscriber {
         };
         self.status.set_connected(true);
         tracing::info!(endpoint = %self.endpoint, after = *after, "subscribed to the event stream");
+        let mut warned_behind = false;
         loop {
             let message = tokio::select! {
                 message = tokio::time::timeout(STALL_TIMEOUT, stream.message()) => message,
@@ -165,7 +166,19 @@ impl Subscriber {
                     }
                     *after = position;
                 }
-                Some(Kind::Heartbeat(heartbeat)) => self.status.set_head(heartbeat.head_position),
+                Some(Kind::Heartbeat(heartbeat)) => {
+                    let head = heartbeat.head_position;
+                    if head < *after && !warned_behind {
+                        warned_behind = true;
+                        tracing::warn!(
+                            head,
+                            applied = *after,
+                            "the command side's log ends before this replica's checkpoint; \
+                             if its data was reset, restart this replica with --rebuild"
+                        );
+                    }
+                    self.status.set_head(head);
+                }
                 None => tracing::debug!("ignoring a stream message of an unknown kind"),
             }
         }

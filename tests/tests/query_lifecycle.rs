@@ -345,6 +345,22 @@ async fn watch_order_sees_every_change_in_order() {
     assert_eq!(missing.unwrap_err().code(), Code::NotFound);
     drop(watch);
     get(&mut q, "w-1", placed.position).await;
+
+    // SIGTERM with a watch open: the stream ends and the process exits 0.
+    let mut open = q
+        .watch_order(pb::WatchOrderRequest {
+            order_id: "w-1".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(open.next().await.unwrap().unwrap().order.unwrap().version, 42);
+    let mut qs = qs;
+    assert!(qs.terminate().success(), "exit 0 on SIGTERM");
+    let end = tokio::time::timeout(Duration::from_secs(10), open.next())
+        .await
+        .expect("the watch ends at shutdown");
+    assert!(!matches!(end, Some(Ok(_))), "no more views after shutdown: {end:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
