@@ -5,8 +5,8 @@
 
 use crate::domain::{
     Command, CommandId, CommandRequest, Currency, CustomerId, Event, Line, OrderId, OrderStatus,
-    RecordedEvent, Sku, Submission, Text, Timestamp, ValidationError, MAX_LINES,
-    MAX_LINE_QUANTITY, MAX_TOTAL_CENTS,
+    RecordedEvent, Sku, Submission, Text, Timestamp, ValidationError, MAX_LINES, MAX_LINE_QUANTITY,
+    MAX_TOTAL_CENTS,
 };
 use crate::proto as pb;
 
@@ -443,7 +443,10 @@ impl TryFrom<&pb::EventEnvelope> for RecordedEvent {
             return Err(ValidationError::new("position", "must be at least 1"));
         }
         let event = e.event.as_ref().ok_or_else(|| {
-            ValidationError::new("event", "missing or of an event type this build does not know")
+            ValidationError::new(
+                "event",
+                "missing or of an event type this build does not know",
+            )
         })?;
         Ok(RecordedEvent {
             position: e.position,

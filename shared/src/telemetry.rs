@@ -27,7 +27,8 @@ impl FromStr for LogFormat {
 ///
 /// `level` is an `EnvFilter` directive such as `info` or `query_service=debug`.
 pub fn init_logging(level: &str, format: LogFormat) -> Result<(), String> {
-    let filter = EnvFilter::try_new(level).map_err(|e| format!("bad --log-level {level:?}: {e}"))?;
+    let filter =
+        EnvFilter::try_new(level).map_err(|e| format!("bad --log-level {level:?}: {e}"))?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

@@ -31,7 +31,9 @@ pub fn binary(name: &str) -> PathBuf {
         if !cfg!(debug_assertions) {
             cmd.arg("--release");
         }
-        let status = cmd.status().expect("run cargo build for the service binaries");
+        let status = cmd
+            .status()
+            .expect("run cargo build for the service binaries");
         assert!(status.success(), "building the service binaries failed");
     });
     // The test executable lives in target/<profile>/deps/.

@@ -65,7 +65,10 @@ impl fmt::Display for Rule {
         use super::order::{MAX_LINES, MAX_LINE_QUANTITY, MAX_TOTAL_CENTS};
         match self {
             Rule::ItemsOnlyWhileDraft => {
-                write!(f, "items can only be added or removed while the order is Draft")
+                write!(
+                    f,
+                    "items can only be added or removed while the order is Draft"
+                )
             }
             Rule::PlaceOnlyDraft => write!(f, "only a Draft order can be placed"),
             Rule::PlaceEmptyOrder => write!(f, "an order with no items cannot be placed"),
