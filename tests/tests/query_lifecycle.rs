@@ -2,6 +2,9 @@
 //! after each command (read-your-writes through `min_position`), `WatchOrder`,
 //! the deadline of `min_position`, malformed queries, and the projection status.
 
+#[path = "support/reflection.rs"]
+mod reflection;
+
 use std::time::{Duration, Instant};
 
 use e2e::model::{eventually, projection_status};
@@ -354,13 +357,19 @@ async fn watch_order_sees_every_change_in_order() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(open.next().await.unwrap().unwrap().order.unwrap().version, 42);
+    assert_eq!(
+        open.next().await.unwrap().unwrap().order.unwrap().version,
+        42
+    );
     let mut qs = qs;
     assert!(qs.terminate().success(), "exit 0 on SIGTERM");
     let end = tokio::time::timeout(Duration::from_secs(10), open.next())
         .await
         .expect("the watch ends at shutdown");
-    assert!(!matches!(end, Some(Ok(_))), "no more views after shutdown: {end:?}");
+    assert!(
+        !matches!(end, Some(Ok(_))),
+        "no more views after shutdown: {end:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -586,4 +595,57 @@ async fn malformed_queries_are_refused_naming_the_field() {
     })
     .await;
     assert_eq!(status.lag, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reflection_lists_the_query_service_in_v1_and_v1alpha() {
+    let dir = TempDir::new().unwrap();
+    let cmd = start_command_service(&dir.path().join("command"));
+    let qs = start_query_service(&dir.path().join("query"), &cmd.endpoint());
+    for version in ["v1", "v1alpha"] {
+        let listed = reflection::ask(
+            qs.channel().await,
+            version,
+            reflection::ReflectionRequest {
+                list_services: Some(String::new()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_or_else(|s| panic!("reflection {version}: {s:?}"));
+        let names: Vec<String> = listed
+            .list_services_response
+            .expect("a service list")
+            .service
+            .into_iter()
+            .map(|s| s.name)
+            .collect();
+        assert!(
+            names.contains(&"orders.v1.QueryService".to_owned()),
+            "{names:?}"
+        );
+        assert!(
+            names.contains(&"grpc.health.v1.Health".to_owned()),
+            "{names:?}"
+        );
+        assert!(
+            !names.contains(&"orders.v1.CommandService".to_owned()),
+            "{names:?}"
+        );
+        let described = reflection::ask(
+            qs.channel().await,
+            version,
+            reflection::ReflectionRequest {
+                file_containing_symbol: Some("orders.v1.QueryService".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_or_else(|s| panic!("reflection {version}: {s:?}"));
+        assert!(!described
+            .file_descriptor_response
+            .expect("a descriptor")
+            .file_descriptor_proto
+            .is_empty());
+    }
 }
