@@ -11,6 +11,7 @@ use shared::proto as pb;
 use tokio::sync::mpsc;
 
 use crate::checkpoint::Checkpoint;
+use crate::order_row::OrderRow;
 use crate::status::ProjectionStatus;
 use crate::store::{ApplyError, Generation, Store, StoreError};
 use crate::watchers::Watchers;
@@ -25,6 +26,8 @@ pub struct Applier {
     pub status: Arc<ProjectionStatus>,
     pub watchers: Arc<Watchers>,
     pub max_batch: usize,
+    /// The generation a finished rebuild replaced, until no query reads it.
+    pub retired: Option<Arc<Generation>>,
 }
 
 /// Where and why applying stopped.
@@ -43,7 +46,7 @@ fn now() -> Timestamp {
 impl Applier {
     /// Applies events from `events` until the channel closes (shutdown) or an
     /// event cannot be applied. `start` is the target generation's checkpoint.
-    pub async fn run(self, start: Checkpoint, mut events: mpsc::Receiver<pb::EventEnvelope>) {
+    pub async fn run(mut self, start: Checkpoint, mut events: mpsc::Receiver<pb::EventEnvelope>) {
         let mut next = start.position + 1;
         let mut last_log = Instant::now();
         if let Err(poison) = self.committed(Vec::new(), start) {
@@ -67,6 +70,7 @@ impl Applier {
             if let Some(poison) = poison {
                 return self.stop(poison);
             }
+            self.drop_retired();
             if !self.serving() && last_log.elapsed() >= REBUILD_LOG_EVERY {
                 last_log = Instant::now();
                 let p = self.status.snapshot();
@@ -78,7 +82,17 @@ impl Applier {
                 );
             }
         }
+        self.drop_retired();
         tracing::debug!("event channel closed; applier stopping");
+    }
+
+    fn drop_retired(&mut self) {
+        if let Some(retired) = self.retired.take() {
+            match self.store.drop_retired(retired) {
+                Ok(still_read) => self.retired = still_read,
+                Err(e) => tracing::warn!(error = %e, "cannot drop the replaced read models yet"),
+            }
+        }
     }
 
     fn serving(&self) -> bool {
@@ -86,7 +100,7 @@ impl Applier {
     }
 
     /// Applies consecutive events; on a poison event, still commits those before it.
-    async fn apply(&self, events: Vec<RecordedEvent>) -> Result<(), Poison> {
+    async fn apply(&mut self, events: Vec<RecordedEvent>) -> Result<(), Poison> {
         let (events, result) = self.apply_blocking(events).await?;
         match result {
             Ok(rows) => {
@@ -133,13 +147,7 @@ impl Applier {
     async fn apply_blocking(
         &self,
         events: Vec<RecordedEvent>,
-    ) -> Result<
-        (
-            Vec<RecordedEvent>,
-            Result<Vec<crate::order_row::OrderRow>, ApplyError>,
-        ),
-        Poison,
-    > {
+    ) -> Result<(Vec<RecordedEvent>, Result<Vec<OrderRow>, ApplyError>), Poison> {
         let target = Arc::clone(&self.target);
         let first = events.first().map_or(0, |e| e.position);
         tokio::task::spawn_blocking(move || {
@@ -154,22 +162,20 @@ impl Applier {
     }
 
     /// After a commit: switch a finished rebuild in, wake queries, feed watchers.
-    fn committed(
-        &self,
-        rows: Vec<crate::order_row::OrderRow>,
-        checkpoint: Checkpoint,
-    ) -> Result<(), Poison> {
+    fn committed(&mut self, rows: Vec<OrderRow>, checkpoint: Checkpoint) -> Result<(), Poison> {
         if !self.serving() {
             let served = self.status.snapshot().applied_position;
             if checkpoint.position < served {
                 return Ok(());
             }
-            self.store
+            let old = self
+                .store
                 .switch_to(&self.target)
                 .map_err(|e: StoreError| Poison {
                     position: checkpoint.position + 1,
                     error: format!("cannot switch to the rebuilt read models: {e}"),
                 })?;
+            self.retired = Some(old);
             tracing::info!(
                 generation = self.target.number(),
                 position = checkpoint.position,

@@ -71,6 +71,7 @@ pub async fn run(
         status: Arc::clone(&status),
         watchers: Arc::clone(&watchers),
         max_batch: config.max_batch(),
+        retired: None,
     };
     let applier = tokio::spawn(applier.run(start, events_rx));
     let subscriber = Subscriber {

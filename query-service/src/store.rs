@@ -181,9 +181,9 @@ impl Store {
         Arc::clone(&self.active.read().unwrap_or_else(PoisonError::into_inner))
     }
 
-    /// Makes a rebuilt generation the served one (durably), then drops the old trees.
-    pub fn switch_to(&self, target: &Arc<Generation>) -> Result<(), StoreError> {
-        let old = self.active();
+    /// Makes a rebuilt generation the served one (durably). Returns the old one,
+    /// to be dropped with `drop_retired` once no query holds it any more.
+    pub fn switch_to(&self, target: &Arc<Generation>) -> Result<Arc<Generation>, StoreError> {
         let generations = Generations {
             active: target.number,
             rebuilding: None,
@@ -191,11 +191,25 @@ impl Store {
         self.db
             .insert(GENERATIONS_KEY, encode_snapshot(&generations))?;
         self.db.flush()?;
-        *self.active.write().unwrap_or_else(PoisonError::into_inner) = Arc::clone(target);
+        let mut active = self.active.write().unwrap_or_else(PoisonError::into_inner);
+        Ok(std::mem::replace(&mut *active, Arc::clone(target)))
+    }
+
+    /// Drops the trees of a generation no longer served, unless a query still
+    /// reads it; then it is handed back to retry later. (Trees left behind by a
+    /// crash are dropped by the next `open`.)
+    pub fn drop_retired(
+        &self,
+        retired: Arc<Generation>,
+    ) -> Result<Option<Arc<Generation>>, StoreError> {
+        let number = match Arc::try_unwrap(retired) {
+            Ok(generation) => generation.number,
+            Err(still_read) => return Ok(Some(still_read)),
+        };
         for tree in TREES {
-            self.db.drop_tree(tree_name(old.number, tree))?;
+            self.db.drop_tree(tree_name(number, tree))?;
         }
-        Ok(())
+        Ok(None)
     }
 
     /// Writes everything to disk.
@@ -528,7 +542,8 @@ mod tests {
         target
             .apply(&[created(1, "o1", "c1")], Timestamp(0))
             .unwrap();
-        store.switch_to(&target).unwrap();
+        let old = store.switch_to(&target).unwrap();
+        assert!(store.drop_retired(old).unwrap().is_none());
         drop((store, target));
         let (store, target) = Store::open(dir.path(), 8 << 20, false).unwrap();
         assert_eq!((store.active().number(), target.number()), (2, 2));

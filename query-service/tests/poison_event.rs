@@ -92,9 +92,10 @@ impl CommandService for LogReplayer {
                 .map(|kind| Ok(pb::SubscribeEventsResponse { kind: Some(kind) })),
         );
         // Like the real stream, it stays open once caught up.
-        Ok(Response::new(Box::pin(
-            futures::StreamExt::chain(stream, futures::stream::pending()),
-        )))
+        Ok(Response::new(Box::pin(futures::StreamExt::chain(
+            stream,
+            futures::stream::pending(),
+        ))))
     }
 }
 
@@ -199,7 +200,11 @@ async fn a_poison_event_stops_applying_and_the_last_good_state_is_served() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::Unavailable);
-    assert!(err.message().contains("stopped at position 2"), "{}", err.message());
+    assert!(
+        err.message().contains("stopped at position 2"),
+        "{}",
+        err.message()
+    );
     assert!(started.elapsed() < Duration::from_secs(2));
     let missing = q
         .get_order(pb::GetOrderRequest {
