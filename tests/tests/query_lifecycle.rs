@@ -649,3 +649,48 @@ async fn reflection_lists_the_query_service_in_v1_and_v1alpha() {
             .is_empty());
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bad_configuration_ends_the_start_with_one_clear_line() {
+    let dir = TempDir::new().unwrap();
+    let query_dir = dir.path().join("query");
+    // No command-service is needed to start: it would be reconnected to later.
+    let endpoint = format!("http://127.0.0.1:{}", e2e::model::free_port());
+    let running = start_query_service(&query_dir, &endpoint);
+
+    let refused = |args: Vec<String>, expected: &str| {
+        let Err((logs, status)) = Service::try_spawn("query-service", &args, &[]) else {
+            panic!("started with {args:?}");
+        };
+        let status = status.expect("exited rather than hanging");
+        assert!(!status.success(), "{args:?}: exit status {status}");
+        let errors: Vec<_> = logs.iter().filter(|l| l.contains("ERROR")).collect();
+        assert_eq!(errors.len(), 1, "{args:?}: {logs:#?}");
+        assert!(errors[0].contains(expected), "{args:?}: {}", errors[0]);
+    };
+    // The data directory is held by the running replica.
+    refused(
+        query_args(&query_dir, "127.0.0.1:0", &endpoint),
+        "locked by another process",
+    );
+    // Its port is taken.
+    refused(
+        query_args(
+            &dir.path().join("other"),
+            &running.addr.to_string(),
+            &endpoint,
+        ),
+        "cannot listen on",
+    );
+
+    // A malformed flag is refused by the parser, naming it.
+    let args = vec!["--command-endpoint".to_owned(), "not a uri".to_owned()];
+    let Err((logs, status)) = Service::try_spawn("query-service", &args, &[]) else {
+        panic!("started with a bad endpoint");
+    };
+    assert!(!status.unwrap().success());
+    assert!(
+        logs.iter().any(|l| l.contains("--command-endpoint")),
+        "{logs:#?}"
+    );
+}
