@@ -101,7 +101,8 @@ impl Applier {
 
     /// Applies consecutive events; on a poison event, still commits those before it.
     async fn apply(&mut self, events: Vec<RecordedEvent>) -> Result<(), Poison> {
-        let (events, result) = self.apply_blocking(events).await?;
+        let applied_at = Some(now());
+        let (events, result) = self.apply_blocking(events, applied_at).await?;
         match result {
             Ok(rows) => {
                 let position = events.last().map_or(0, |e| e.position);
@@ -109,7 +110,7 @@ impl Applier {
                     rows,
                     Checkpoint {
                         position,
-                        applied_at: Some(now()),
+                        applied_at,
                     },
                 )
             }
@@ -118,7 +119,7 @@ impl Applier {
                 let mut good = events;
                 good.truncate(index);
                 if let Some(last) = good.last().map(|e| e.position) {
-                    let (_, result) = self.apply_blocking(good).await?;
+                    let (_, result) = self.apply_blocking(good, applied_at).await?;
                     let rows = result.map_err(|e| Poison {
                         position: last,
                         error: e.to_string(),
@@ -127,7 +128,7 @@ impl Applier {
                         rows,
                         Checkpoint {
                             position: last,
-                            applied_at: Some(now()),
+                            applied_at,
                         },
                     )?;
                 }
@@ -147,11 +148,12 @@ impl Applier {
     async fn apply_blocking(
         &self,
         events: Vec<RecordedEvent>,
+        applied_at: Option<Timestamp>,
     ) -> Result<(Vec<RecordedEvent>, Result<Vec<OrderRow>, ApplyError>), Poison> {
         let target = Arc::clone(&self.target);
         let first = events.first().map_or(0, |e| e.position);
         tokio::task::spawn_blocking(move || {
-            let result = target.apply(&events, now());
+            let result = target.apply(&events, applied_at);
             (events, result)
         })
         .await

@@ -374,7 +374,7 @@ impl Generation {
     pub fn apply(
         &self,
         events: &[RecordedEvent],
-        applied_at: Timestamp,
+        applied_at: Option<Timestamp>,
     ) -> Result<Vec<OrderRow>, ApplyError> {
         let Some(last) = events.last() else {
             return Ok(Vec::new());
@@ -432,7 +432,7 @@ impl Generation {
                 analytics.insert(ANALYTICS_KEY, encode_snapshot(&stats))?;
                 let checkpoint = Checkpoint {
                     position: last.position,
-                    applied_at: Some(applied_at),
+                    applied_at,
                 };
                 progress.insert(CHECKPOINT_KEY, encode_snapshot(&checkpoint))?;
                 Ok(rows)
@@ -481,7 +481,7 @@ mod tests {
         active
             .apply(
                 &[created(1, "o1", "c1"), created(2, "o2", "c2")],
-                Timestamp(9),
+                Some(Timestamp(9)),
             )
             .unwrap();
         assert_eq!(target.checkpoint().unwrap().position, 2);
@@ -489,7 +489,7 @@ mod tests {
         let err = active
             .apply(
                 &[created(3, "o3", "c1"), created(4, "o1", "c1")],
-                Timestamp(9),
+                Some(Timestamp(9)),
             )
             .unwrap_err();
         assert!(matches!(err, ApplyError::Projection { index: 1, .. }));
@@ -506,7 +506,7 @@ mod tests {
         let events: Vec<_> = (1..=5)
             .map(|p| created(p, &format!("o{p}"), if p % 2 == 0 { "c" } else { "c1" }))
             .collect();
-        g.apply(&events, Timestamp(0)).unwrap();
+        g.apply(&events, None).unwrap();
         let first = g.recent_page(None, None, 2).unwrap();
         let ids: Vec<_> = first.rows.iter().map(|r| r.order_id.as_str()).collect();
         assert_eq!(ids, ["o5", "o4"]);
@@ -530,18 +530,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let (store, target) = Store::open(dir.path(), 8 << 20, false).unwrap();
-            target
-                .apply(&[created(1, "o1", "c1")], Timestamp(0))
-                .unwrap();
+            target.apply(&[created(1, "o1", "c1")], None).unwrap();
             assert_eq!(store.active().number(), 1);
         }
         let (store, target) = Store::open(dir.path(), 8 << 20, true).unwrap();
         assert_eq!(target.number(), 2);
         assert_eq!(target.checkpoint().unwrap().position, 0);
         assert!(store.active().order("o1").unwrap().is_some());
-        target
-            .apply(&[created(1, "o1", "c1")], Timestamp(0))
-            .unwrap();
+        target.apply(&[created(1, "o1", "c1")], None).unwrap();
         let old = store.switch_to(&target).unwrap();
         assert!(store.drop_retired(old).unwrap().is_none());
         drop((store, target));
