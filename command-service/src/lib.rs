@@ -3,11 +3,16 @@
 //! `main` parses the config and binds; `run` owns everything after that, so tests
 //! and tools can start it on an already bound port-0 listener.
 
+pub mod auth;
 pub mod config;
+pub mod connections;
 pub mod error;
 pub mod grpc;
+pub mod metrics;
+pub mod observe;
 pub mod store;
 pub mod subscription;
+pub mod tls;
 pub mod writer;
 
 use std::future::Future;
@@ -15,11 +20,15 @@ use std::future::Future;
 use shared::proto::command_service_server::CommandServiceServer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tonic::transport::server::TcpIncoming;
 
+use crate::auth::{AuthLayer, Rule};
 use crate::config::Config;
 use crate::grpc::CommandApi;
+use crate::observe::{ObserveLayer, RpcMetrics};
 use crate::store::Store;
+
+const API: &str = "/orders.v1.CommandService/";
+const SUBSCRIBE: &str = "/orders.v1.CommandService/SubscribeEvents";
 
 /// Serves until `shutdown` completes, then stops accepting, lets in-flight
 /// commands finish, ends the event streams, flushes and returns.
@@ -29,6 +38,12 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let tokens = config.tokens()?;
+    let tls = config.tls()?;
+    let metrics = match config.metrics_listen {
+        Some(addr) => Some((crate::metrics::install()?, addr)),
+        None => None,
+    };
     let (head_tx, head_rx) = watch::channel(store.head()?);
     let (writer, writer_thread) = writer::spawn(store.clone(), config.max_batch(), head_tx)?;
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -56,9 +71,42 @@ pub async fn run(
     let reflection_v1 = reflection().build_v1()?;
     let reflection_v1alpha = reflection().build_v1alpha()?;
 
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let (stop_metrics_tx, stop_metrics) = watch::channel(false);
+    if let Some((handle, addr)) = metrics {
+        let metrics_listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| format!("cannot listen for metrics on {addr}: {e}"))?;
+        tracing::info!("metrics listening on {}", metrics_listener.local_addr()?);
+        let mut stop = stop_metrics.clone();
+        tokio::spawn(crate::metrics::serve(
+            metrics_listener,
+            handle,
+            async move {
+                let _ = stop.wait_for(|s| *s).await;
+            },
+        ));
+        let mut head = api.head.clone();
+        let mut stop = stop_metrics;
+        tokio::spawn(async move {
+            loop {
+                #[allow(clippy::cast_precision_loss)] // positions stay far below 2^53
+                ::metrics::gauge!("orders_log_head_position").set(*head.borrow_and_update() as f64);
+                tokio::select! {
+                    changed = head.changed() => if changed.is_err() { break },
+                    _ = stop.wait_for(|s| *s) => break,
+                }
+            }
+        });
+    }
+
+    let incoming = crate::connections::limited(
+        listener,
+        config.max_connections(),
+        config.tls_cert.is_some(),
+    );
     let signal = async move {
         shutdown.await;
+        let _ = stop_metrics_tx.send(true);
         tracing::info!("stopping: no new connections; finishing in-flight commands");
         health_reporter
             .set_not_serving::<CommandServiceServer<CommandApi>>()
@@ -66,11 +114,40 @@ pub async fn run(
         // Ends every SubscribeEvents stream so the server can drain.
         let _ = stop_tx.send(true);
     };
-    tonic::transport::Server::builder()
+    let mut server = tonic::transport::Server::builder()
+        .timeout(config.request_timeout())
+        .max_concurrent_streams(config.max_concurrent_streams)
+        .concurrency_limit_per_connection(config.max_requests_per_connection())
+        .load_shed(true);
+    if let Some(tls) = tls {
+        server = server.tls_config(tls)?;
+    }
+    let api = CommandServiceServer::new(api)
+        .max_decoding_message_size(config.max_message_bytes())
+        .max_encoding_message_size(config.max_message_bytes());
+    server
+        .layer(ObserveLayer::new(RpcMetrics {
+            path_prefix: API,
+            total: "orders_commands_total",
+            duration: "orders_command_duration_seconds",
+            label: "command",
+            streams: &[("SubscribeEvents", "orders_subscribers")],
+        }))
+        // The first matching rule wins: SubscribeEvents has its own token.
+        .layer(AuthLayer::new(vec![
+            Rule {
+                path_prefix: SUBSCRIBE,
+                token: tokens.subscribe,
+            },
+            Rule {
+                path_prefix: API,
+                token: tokens.command,
+            },
+        ]))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(CommandServiceServer::new(api))
+        .add_service(api)
         .serve_with_incoming_shutdown(incoming, signal)
         .await?;
 

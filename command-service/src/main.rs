@@ -8,7 +8,7 @@ use command_service::store::Store;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let config = Config::parse();
+    let mut config = Config::parse();
     if let Err(e) = shared::telemetry::init_logging(&config.log_level, config.log_format) {
         eprintln!("command-service: error: {e}");
         return ExitCode::from(2);
@@ -21,8 +21,25 @@ async fn main() -> ExitCode {
         cache_mb = config.cache_mb,
         max_batch = config.max_batch,
         heartbeat_ms = config.heartbeat_ms,
+        // Whether a token is set, never the token.
+        command_auth = config.auth_token.is_some() || config.auth_token_file.is_some(),
+        subscribe_auth = config.subscribe_token.is_some() || config.subscribe_token_file.is_some(),
+        tls = config.tls_cert.is_some(),
+        max_message_bytes = config.max_message_bytes,
+        request_timeout_ms = config.request_timeout_ms,
+        max_concurrent_streams = config.max_concurrent_streams,
+        max_requests_per_connection = config.max_requests_per_connection,
+        max_connections = config.max_connections,
+        metrics_listen = ?config.metrics_listen,
         "effective configuration"
     );
+    // Configuration errors end the start before anything is opened or bound.
+    if let Err(e) = config
+        .load_token_files()
+        .and_then(|()| config.tls().map(drop))
+    {
+        return fail(&e);
+    }
     let store = match Store::open(&config.data_dir, config.cache_bytes()) {
         Ok(store) => store,
         Err(e) => return fail(&e.to_string()),

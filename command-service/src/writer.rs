@@ -95,6 +95,8 @@ impl Writer {
                     Err(_) => break,
                 }
             }
+            #[allow(clippy::cast_precision_loss)] // at most --max-batch
+            metrics::histogram!("orders_commit_batch_size").record(jobs.len() as f64);
             self.commit_group(&mut jobs);
         }
         if let Err(e) = self.store.flush() {
