@@ -8,6 +8,8 @@ use std::time::Duration;
 use clap::Parser;
 use shared::telemetry::LogFormat;
 
+use crate::auth::{self, Secret};
+
 /// The read side of the order service pair.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "query-service", version, about)]
@@ -53,6 +55,70 @@ pub struct Config {
     #[arg(long, env = "QUERY_MAX_BATCH", default_value_t = 512,
           value_parser = clap::value_parser!(u64).range(1..=65_536))]
     pub max_batch: u64,
+
+    /// Bearer token required on query RPCs; unset: open.
+    #[arg(long, env = "QUERY_AUTH_TOKEN", hide_env_values = true)]
+    pub auth_token: Option<Secret>,
+
+    /// File holding the query token (instead of --auth-token).
+    #[arg(long, env = "QUERY_AUTH_TOKEN_FILE")]
+    pub auth_token_file: Option<PathBuf>,
+
+    /// Bearer token presented to command-service on SubscribeEvents.
+    #[arg(long, env = "QUERY_SUBSCRIBE_TOKEN", hide_env_values = true)]
+    pub subscribe_token: Option<Secret>,
+
+    /// File holding the subscribe token (instead of --subscribe-token).
+    #[arg(long, env = "QUERY_SUBSCRIBE_TOKEN_FILE")]
+    pub subscribe_token_file: Option<PathBuf>,
+
+    /// PEM certificate chain: serve gRPC over TLS (with --tls-key).
+    #[arg(long, env = "QUERY_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "QUERY_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// PEM CA certificate(s) trusted for an `https://` --command-endpoint.
+    #[arg(long, env = "QUERY_COMMAND_CA_FILE")]
+    pub command_ca_file: Option<PathBuf>,
+
+    /// Name checked against command-service's certificate (default: the endpoint's host).
+    #[arg(long, env = "QUERY_COMMAND_TLS_DOMAIN", requires = "command_ca_file")]
+    pub command_tls_domain: Option<String>,
+
+    /// Largest gRPC message received or sent, in bytes.
+    #[arg(long, env = "QUERY_MAX_MESSAGE_BYTES", default_value_t = 4 * 1024 * 1024,
+          value_parser = clap::value_parser!(u64).range(1024..=256 * 1024 * 1024))]
+    pub max_message_bytes: u64,
+
+    /// Longest a request may take when the client sets no shorter deadline
+    /// (milliseconds); keep it above --max-wait-ms.
+    #[arg(long, env = "QUERY_REQUEST_TIMEOUT_MS", default_value_t = 30_000,
+          value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    pub request_timeout_ms: u64,
+
+    /// Most concurrent HTTP/2 streams (RPCs, open watches included) per connection.
+    #[arg(long, env = "QUERY_MAX_CONCURRENT_STREAMS", default_value_t = 256,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_concurrent_streams: u32,
+
+    /// Most requests being handled at once per connection; more are refused
+    /// with RESOURCE_EXHAUSTED.
+    #[arg(long, env = "QUERY_MAX_REQUESTS_PER_CONNECTION", default_value_t = 256,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_requests_per_connection: u64,
+
+    /// Most client connections open at once; more are closed on accept.
+    #[arg(long, env = "QUERY_MAX_CONNECTIONS", default_value_t = 1024,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_connections: u64,
+
+    /// Serve Prometheus metrics at http://ADDR/metrics (port 0 picks one; the
+    /// bound address is logged); unset: no metrics endpoint.
+    #[arg(long, env = "QUERY_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// Accepts only what tonic can connect to, so a typo fails at start, not on first use.
@@ -77,6 +143,72 @@ impl Config {
     pub fn max_batch(&self) -> usize {
         usize::try_from(self.max_batch).unwrap_or(usize::MAX)
     }
+
+    /// Reads the token files into the token fields (so `run` never reads them
+    /// again) and checks the TLS settings; fails with one clear line.
+    pub fn load_token_files(&mut self) -> Result<(), String> {
+        self.auth_token = auth::resolve(
+            self.auth_token.as_ref(),
+            self.auth_token_file.as_deref(),
+            "auth-token",
+        )?;
+        self.auth_token_file = None;
+        self.subscribe_token = auth::resolve(
+            self.subscribe_token.as_ref(),
+            self.subscribe_token_file.as_deref(),
+            "subscribe-token",
+        )?;
+        self.subscribe_token_file = None;
+        Ok(())
+    }
+
+    /// The server TLS configuration, when both files are given.
+    pub fn tls(&self) -> Result<Option<tonic::transport::ServerTlsConfig>, String> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => crate::tls::server_config(cert, key).map(Some),
+            _ => Ok(None),
+        }
+    }
+
+    /// How to reach command-service: TLS for `https://`, and the subscribe token.
+    pub fn upstream(&self) -> Result<crate::upstream::Upstream, String> {
+        let https = self.command_endpoint.starts_with("https://");
+        let tls = match (&self.command_ca_file, https) {
+            (Some(ca), true) => Some(crate::tls::client_config(
+                ca,
+                self.command_tls_domain.as_deref(),
+            )?),
+            (None, false) => None,
+            (None, true) => {
+                return Err("an https:// --command-endpoint needs --command-ca-file".to_owned())
+            }
+            (Some(_), false) => {
+                return Err("--command-ca-file needs an https:// --command-endpoint".to_owned())
+            }
+        };
+        let token = auth::resolve(
+            self.subscribe_token.as_ref(),
+            self.subscribe_token_file.as_deref(),
+            "subscribe-token",
+        )?;
+        Ok(crate::upstream::Upstream { tls, token })
+    }
+
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+
+    pub fn max_message_bytes(&self) -> usize {
+        usize::try_from(self.max_message_bytes).unwrap_or(usize::MAX)
+    }
+
+    pub fn max_requests_per_connection(&self) -> usize {
+        usize::try_from(self.max_requests_per_connection).unwrap_or(usize::MAX)
+    }
+
+    pub fn max_connections(&self) -> usize {
+        usize::try_from(self.max_connections).unwrap_or(usize::MAX)
+    }
 }
 
 #[cfg(test)]
@@ -90,6 +222,23 @@ mod tests {
         assert_eq!(config.data_dir, PathBuf::from("./data/query"));
         assert_eq!(config.command_endpoint, "http://127.0.0.1:50051");
         assert!(!config.rebuild);
+        assert!(config.auth_token.is_none() && config.subscribe_token.is_none());
+        assert!(config.tls_cert.is_none() && config.metrics_listen.is_none());
+        assert!(config.upstream().unwrap().tls.is_none());
+    }
+
+    #[test]
+    fn tls_towards_the_command_side_needs_https_and_a_ca() {
+        let https = Config::try_parse_from([
+            "query-service",
+            "--command-endpoint",
+            "https://127.0.0.1:50051",
+        ])
+        .unwrap();
+        assert!(https.upstream().is_err());
+        let ca_without_https =
+            Config::try_parse_from(["query-service", "--command-ca-file", "ca.pem"]).unwrap();
+        assert!(ca_without_https.upstream().is_err());
     }
 
     #[test]

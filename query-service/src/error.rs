@@ -71,4 +71,7 @@ pub enum RunError {
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("gRPC server: {0}")]
     Serve(#[from] tonic::transport::Error),
+    /// Bad operating configuration (tokens, TLS files, metrics address).
+    #[error("{0}")]
+    Config(String),
 }

@@ -5,17 +5,23 @@
 
 pub mod analytics;
 pub mod applier;
+pub mod auth;
 pub mod checkpoint;
 pub mod config;
+pub mod connections;
 pub mod deadline;
 pub mod error;
 pub mod grpc;
+pub mod metrics;
+pub mod observe;
 pub mod order_row;
 pub mod page_token;
 pub mod projection;
 pub mod status;
 pub mod store;
 pub mod subscriber;
+pub mod tls;
+pub mod upstream;
 pub mod watchers;
 
 use std::future::Future;
@@ -24,12 +30,13 @@ use std::sync::Arc;
 use shared::proto::query_service_server::QueryServiceServer;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
-use tonic::transport::server::TcpIncoming;
 
 use crate::applier::Applier;
+use crate::auth::{AuthLayer, Rule};
 use crate::config::Config;
 pub use crate::error::RunError;
 use crate::grpc::QueryApi;
+use crate::observe::{ObserveLayer, RpcMetrics};
 use crate::status::ProjectionStatus;
 use crate::store::Store;
 use crate::subscriber::Subscriber;
@@ -37,6 +44,7 @@ use crate::watchers::Watchers;
 
 /// Events received but not yet applied; the subscriber waits when it is full.
 const EVENT_BUFFER: usize = 4096;
+const API: &str = "/orders.v1.QueryService/";
 
 /// Opens the store, starts the subscriber and the applier, and serves until
 /// `shutdown` completes; then stops accepting, ends the watch streams, lets the
@@ -46,6 +54,18 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
+    let tls = config.tls().map_err(RunError::Config)?;
+    let upstream = config.upstream().map_err(RunError::Config)?;
+    let query_token = auth::resolve(
+        config.auth_token.as_ref(),
+        config.auth_token_file.as_deref(),
+        "auth-token",
+    )
+    .map_err(RunError::Config)?;
+    let metrics = match config.metrics_listen {
+        Some(addr) => Some((crate::metrics::install().map_err(RunError::Config)?, addr)),
+        None => None,
+    };
     let (store, target) = Store::open(&config.data_dir, config.cache_bytes(), config.rebuild)?;
     let store = Arc::new(store);
     let served = store.active().checkpoint()?;
@@ -76,11 +96,13 @@ pub async fn run(
     let applier = tokio::spawn(applier.run(start, events_rx));
     let subscriber = Subscriber {
         endpoint: config.command_endpoint.clone(),
+        upstream,
         status: Arc::clone(&status),
         shutdown: stop_rx.clone(),
     };
     let subscriber = tokio::spawn(subscriber.run(start.position, events_tx));
 
+    let progress = Arc::clone(&status);
     let api = QueryApi {
         store: Arc::clone(&store),
         status,
@@ -104,7 +126,11 @@ pub async fn run(
     let reflection_v1alpha = reflection().build_v1alpha()?;
 
     let addr = listener.local_addr().map_err(RunError::Address)?;
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let incoming = crate::connections::limited(
+        listener,
+        config.max_connections(),
+        config.tls_cert.is_some(),
+    );
     let stop = Arc::clone(&stop_tx);
     let signal = async move {
         shutdown.await;
@@ -116,11 +142,55 @@ pub async fn run(
         let _ = stop.send(true);
     };
     tracing::info!("listening on {addr}");
-    let served = tonic::transport::Server::builder()
+    // After the gRPC address line: the harness and operators read that one first.
+    if let Some((handle, addr)) = metrics {
+        let metrics_listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| RunError::Config(format!("cannot listen for metrics on {addr}: {e}")))?;
+        let bound = metrics_listener.local_addr().map_err(RunError::Address)?;
+        tracing::info!("metrics listening on {bound}");
+        let mut stop = stop_tx.subscribe();
+        tokio::spawn(crate::metrics::serve(
+            metrics_listener,
+            handle,
+            async move {
+                let _ = stop.wait_for(|s| *s).await;
+            },
+        ));
+        tokio::spawn(crate::metrics::track_progress(
+            Arc::clone(&progress),
+            stop_tx.subscribe(),
+        ));
+    }
+    let mut server = tonic::transport::Server::builder()
+        .timeout(config.request_timeout())
+        .max_concurrent_streams(config.max_concurrent_streams)
+        .concurrency_limit_per_connection(config.max_requests_per_connection())
+        .load_shed(true);
+    if let Some(tls) = tls {
+        server = server
+            .tls_config(tls)
+            .map_err(|e| RunError::Config(format!("TLS configuration: {e}")))?;
+    }
+    let api = QueryServiceServer::new(api)
+        .max_decoding_message_size(config.max_message_bytes())
+        .max_encoding_message_size(config.max_message_bytes());
+    let served = server
+        .layer(ObserveLayer::new(RpcMetrics {
+            path_prefix: API,
+            total: "orders_queries_total",
+            duration: "orders_query_duration_seconds",
+            label: "query",
+            streams: &[("WatchOrder", "orders_watchers")],
+        }))
+        .layer(AuthLayer::new(vec![Rule {
+            path_prefix: API,
+            token: query_token,
+        }]))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(QueryServiceServer::new(api))
+        .add_service(api)
         .serve_with_incoming_shutdown(incoming, signal)
         .await;
 

@@ -7,7 +7,7 @@ use query_service::config::Config;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let config = Config::parse();
+    let mut config = Config::parse();
     if let Err(e) = shared::telemetry::init_logging(&config.log_level, config.log_format) {
         eprintln!("query-service: error: {e}");
         return ExitCode::from(2);
@@ -22,8 +22,27 @@ async fn main() -> ExitCode {
         rebuild = config.rebuild,
         cache_mb = config.cache_mb,
         max_batch = config.max_batch,
+        // Whether a token is set, never the token.
+        query_auth = config.auth_token.is_some() || config.auth_token_file.is_some(),
+        subscribe_token = config.subscribe_token.is_some() || config.subscribe_token_file.is_some(),
+        tls = config.tls_cert.is_some(),
+        command_ca_file = ?config.command_ca_file,
+        max_message_bytes = config.max_message_bytes,
+        request_timeout_ms = config.request_timeout_ms,
+        max_concurrent_streams = config.max_concurrent_streams,
+        max_requests_per_connection = config.max_requests_per_connection,
+        max_connections = config.max_connections,
+        metrics_listen = ?config.metrics_listen,
         "effective configuration"
     );
+    // Configuration errors end the start before anything is opened or bound.
+    let checked = config
+        .load_token_files()
+        .and_then(|()| config.tls().map(drop))
+        .and_then(|()| config.upstream().map(drop));
+    if let Err(e) = checked {
+        return fail(&e);
+    }
     let listener = match tokio::net::TcpListener::bind(config.listen).await {
         Ok(listener) => listener,
         Err(e) => return fail(&format!("cannot listen on {}: {e}", config.listen)),

@@ -6,14 +6,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::status::ProjectionStatus;
+use crate::upstream::Upstream;
 use rand::Rng;
 use shared::proto as pb;
 use shared::proto::command_service_client::CommandServiceClient;
 use shared::proto::subscribe_events_response::Kind;
 use tokio::sync::{mpsc, watch};
-use tonic::transport::Endpoint;
-
-use crate::status::ProjectionStatus;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Heartbeats come every ~2 s on an idle stream; this much silence means a dead link.
@@ -25,6 +24,8 @@ const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 
 pub struct Subscriber {
     pub endpoint: String,
+    /// TLS and the subscribe token.
+    pub upstream: Upstream,
     pub status: Arc<ProjectionStatus>,
     pub shutdown: watch::Receiver<bool>,
 }
@@ -95,8 +96,9 @@ impl Subscriber {
         &self,
         after: u64,
     ) -> Result<tonic::Streaming<pb::SubscribeEventsResponse>, String> {
-        let endpoint = Endpoint::from_shared(self.endpoint.clone())
-            .map_err(|e| e.to_string())?
+        let endpoint = self
+            .upstream
+            .endpoint(&self.endpoint)?
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(5))
@@ -108,9 +110,9 @@ impl Subscriber {
         let mut client =
             CommandServiceClient::new(channel).max_decoding_message_size(MAX_MESSAGE_BYTES);
         let response = client
-            .subscribe_events(pb::SubscribeEventsRequest {
+            .subscribe_events(self.upstream.request(pb::SubscribeEventsRequest {
                 after_position: after,
-            })
+            })?)
             .await
             .map_err(|s| format!("SubscribeEvents refused: {s}"))?;
         Ok(response.into_inner())

@@ -1,0 +1,155 @@
+//! The Prometheus endpoint: a global `metrics` recorder rendered in the text
+//! exposition format by a minimal HTTP/1.1 server on its own listener
+//! (`GET /metrics`; anything else is 404), so scraping never shares a port or a
+//! connection limit with gRPC.
+
+use std::future::Future;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// Latency buckets in seconds, from 100 µs to 10 s.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+];
+/// Sizes (e.g. commands per group commit), powers of two up to 64 Ki.
+const SIZE_BUCKETS: &[f64] = &[
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 4096.0, 16384.0, 65536.0,
+];
+const REQUEST_HEAD_LIMIT: usize = 8 * 1024;
+const IO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Installs the process-wide recorder once; without it every metric macro is a no-op.
+pub fn install() -> Result<PrometheusHandle, String> {
+    static HANDLE: OnceLock<Result<PrometheusHandle, String>> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), LATENCY_BUCKETS)
+                .and_then(|b| {
+                    b.set_buckets_for_metric(Matcher::Suffix("_size".to_owned()), SIZE_BUCKETS)
+                })
+                .and_then(PrometheusBuilder::install_recorder)
+                .map_err(|e| format!("cannot install the metrics recorder: {e}"))
+        })
+        .clone()
+}
+
+/// Serves `/metrics` on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: TcpListener,
+    handle: PrometheusHandle,
+    shutdown: impl Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    tracing::warn!(error = %e, "metrics: accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => return,
+        };
+        let handle = handle.clone();
+        tokio::spawn(async move {
+            if let Err(e) = tokio::time::timeout(IO_TIMEOUT, answer(stream, &handle)).await {
+                tracing::debug!(error = %e, "metrics: scrape timed out");
+            }
+        });
+    }
+}
+
+async fn answer(mut stream: TcpStream, handle: &PrometheusHandle) {
+    let mut head = Vec::with_capacity(1024);
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+        if head.len() > REQUEST_HEAD_LIMIT {
+            return;
+        }
+    }
+    let request_line = head.split(|&b| b == b'\r').next().unwrap_or_default();
+    let mut parts = request_line.split(|&b| b == b' ');
+    let (method, target) = (parts.next(), parts.next());
+    let path = target.map(|t| t.split(|&b| b == b'?').next().unwrap_or_default());
+    let (status, content_type, body) = match (method, path) {
+        (Some(b"GET"), Some(b"/metrics")) => {
+            handle.run_upkeep();
+            (
+                "200 OK",
+                "text/plain; version=0.0.4; charset=utf-8",
+                handle.render(),
+            )
+        }
+        _ => (
+            "404 Not Found",
+            "text/plain; charset=utf-8",
+            "only GET /metrics is served here\n".to_owned(),
+        ),
+    };
+    let response = format!(
+        "HTTP/1.1 {status}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = stream.write_all(response.as_bytes()).await;
+    let _ = stream.shutdown().await;
+}
+
+/// How often the projection gauges are refreshed from `ProjectionStatus`.
+const PROGRESS_SAMPLE: Duration = Duration::from_millis(200);
+
+/// Keeps the projection's metrics current until `stop` is set: applied and head
+/// positions, lag in events, lag in seconds (how long the replica has been
+/// behind the head it knows of, 0 when caught up), the link state, and the
+/// counter of events applied to the served read models.
+#[allow(clippy::cast_precision_loss)] // positions and counts stay far below 2^53
+pub async fn track_progress(
+    status: std::sync::Arc<crate::status::ProjectionStatus>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let applied_total = metrics::counter!("orders_events_applied_total");
+    let applied_position = metrics::gauge!("orders_projection_applied_position");
+    let head_position = metrics::gauge!("orders_projection_head_position");
+    let lag_events = metrics::gauge!("orders_projection_lag_events");
+    let lag_seconds = metrics::gauge!("orders_projection_lag_seconds");
+    let connected = metrics::gauge!("orders_projection_connected");
+    let stopped = metrics::gauge!("orders_projection_stopped");
+    let mut last_applied = status.snapshot().applied_position;
+    let mut behind_since: Option<tokio::time::Instant> = None;
+    let mut ticks = tokio::time::interval(PROGRESS_SAMPLE);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let p = status.snapshot();
+        applied_total.increment(p.applied_position.saturating_sub(last_applied));
+        last_applied = p.applied_position;
+        applied_position.set(p.applied_position as f64);
+        head_position.set(p.head_position as f64);
+        let lag = p.head_position.saturating_sub(p.applied_position);
+        lag_events.set(lag as f64);
+        let now = tokio::time::Instant::now();
+        let since = if lag == 0 {
+            None
+        } else {
+            Some(*behind_since.get_or_insert(now))
+        };
+        behind_since = since;
+        lag_seconds.set(since.map_or(0.0, |t| (now - t).as_secs_f64()));
+        connected.set(if p.connected { 1.0 } else { 0.0 });
+        stopped.set(if p.stopped.is_some() { 1.0 } else { 0.0 });
+    }
+}
