@@ -20,6 +20,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     std::fs::write(out_dir.join("orders_descriptor.bin"), fds.encode_to_vec())?;
     tonic_prost_build::configure()
         .type_attribute(".", "#[allow(clippy::all, clippy::pedantic)]")
+        // Malformed requests are INVALID_ARGUMENT naming the field, not INTERNAL.
+        .codec_path("crate::grpc_codec::OrdersCodec")
         .compile_fds(fds)?;
     Ok(())
 }

@@ -4,5 +4,6 @@
 pub mod codec;
 pub mod convert;
 pub mod domain;
+pub mod grpc_codec;
 pub mod proto;
 pub mod telemetry;
