@@ -35,6 +35,14 @@ async fn main() -> ExitCode {
         metrics_listen = ?config.metrics_listen,
         "effective configuration"
     );
+    if config.request_timeout_ms <= config.max_wait_ms {
+        tracing::warn!(
+            "--request-timeout-ms ({}) is not above --max-wait-ms ({}): min_position waits \
+             without a client deadline will be cut by the request timeout (CANCELLED)",
+            config.request_timeout_ms,
+            config.max_wait_ms
+        );
+    }
     // Configuration errors end the start before anything is opened or bound.
     let checked = config
         .load_token_files()

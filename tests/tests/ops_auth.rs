@@ -3,6 +3,7 @@
 //! query-service presents the subscribe token; no token reaches a log.
 
 mod ops_support;
+mod support;
 
 use std::time::Duration;
 
@@ -16,6 +17,7 @@ use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
 
 use ops_support::*;
+use support::reflection::{self, ReflectionRequest};
 
 fn start_command_with_tokens(dir: &TempDir) -> Service {
     let mut args = command_args(dir.path(), "127.0.0.1:0");
@@ -96,6 +98,17 @@ async fn command_rpcs_need_the_command_token() {
     assert_unauthenticated(placed, "PlaceOrder with a wrong token");
 
     health_is_serving(&svc).await;
+    let listed = reflection::ask(
+        svc.channel().await,
+        "v1",
+        ReflectionRequest {
+            list_services: Some(String::new()),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("reflection needs no token");
+    assert!(listed.list_services_response.is_some(), "{listed:?}");
     assert_no_secret_logged(&svc);
     assert!(
         svc.logs()
