@@ -81,15 +81,15 @@ impl Subscription {
                     let msg = pb::SubscribeEventsResponse {
                         kind: Some(Kind::Event(event)),
                     };
-                    if tx.send(Ok(msg)).await.is_err() {
-                        return; // the client left
+                    if !self.deliver(&tx, msg).await {
+                        return; // the client left, or the service is stopping
                     }
                     sent = position;
                 }
             }
             if !announced_caught_up {
                 announced_caught_up = true;
-                if tx.send(Ok(heartbeat(head))).await.is_err() {
+                if !self.deliver(&tx, heartbeat(head)).await {
                     return;
                 }
             }
@@ -101,13 +101,27 @@ impl Subscription {
                 }
                 () = tokio::time::sleep(self.heartbeat_interval) => {
                     let head = *self.head.borrow();
-                    if sent >= head && tx.send(Ok(heartbeat(head))).await.is_err() {
+                    if sent >= head && !self.deliver(&tx, heartbeat(head)).await {
                         return;
                     }
                 }
                 () = stopped(&mut self.shutdown) => return,
                 () = tx.closed() => return,
             }
+        }
+    }
+
+    /// Sends one message. `false` when the client left or the service began
+    /// stopping first: a subscriber that reads slowly (or not at all) keeps
+    /// its buffer full, and the task must not wait on it past shutdown.
+    async fn deliver(
+        &mut self,
+        tx: &mpsc::Sender<Result<pb::SubscribeEventsResponse, Status>>,
+        msg: pb::SubscribeEventsResponse,
+    ) -> bool {
+        tokio::select! {
+            sent = tx.send(Ok(msg)) => sent.is_ok(),
+            () = stopped(&mut self.shutdown) => false,
         }
     }
 }
