@@ -15,6 +15,7 @@ use tonic::transport::Channel;
 
 pub use shared::proto as pb;
 
+pub mod fault_proxy;
 pub mod model;
 
 /// How long a service may take to log its address after start.

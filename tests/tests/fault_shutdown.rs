@@ -1,0 +1,166 @@
+//! Graceful shutdown under load: SIGTERM at a random moment while concurrent
+//! writers run, `FAULT_SIGTERM_ROUNDS` times (default 6) over one data
+//! directory. The service exits 0; every command is either acknowledged and
+//! durable, or failed (and then settled by a retry with its key); nothing
+//! acknowledged is lost. Also: SIGTERM while a subscriber has stopped reading
+//! still exits.
+//!
+//! `FAULT_SIGTERM_ROUNDS=50 cargo test -p e2e-tests --test fault_shutdown`
+
+mod fault_common;
+mod support;
+
+use std::time::{Duration, Instant};
+
+use e2e::{command_args, command_client, pb, read_log, start_command_service, Service};
+use fault_common::*;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use support::{create, ok, terminate_within};
+use tempfile::TempDir;
+use tokio::sync::watch;
+
+const WRITERS: usize = 6;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_under_load_acknowledges_only_what_is_durable() {
+    let rounds = count("FAULT_SIGTERM_ROUNDS", 6);
+    let mut rng = StdRng::seed_from_u64(seed("fault_shutdown"));
+    let dir = TempDir::new().unwrap();
+    let args = command_args(dir.path(), "127.0.0.1:0");
+    let mut writers: Vec<Writer> = (0..WRITERS)
+        .map(|w| Writer::new(&format!("t{w}"), rng.random()))
+        .collect();
+    let started = Instant::now();
+    let mut durable_unacked = 0;
+    for round in 0..rounds {
+        let svc = Service::spawn("command-service", &args, &[]);
+        let endpoint = svc.endpoint();
+        let mut client = connect(&endpoint).await;
+        // Commands left pending by the previous round are settled first.
+        let head = read_log(&mut client, 0).await.len() as u64;
+        for w in &mut writers {
+            if let Some(ack) = w.settle(&mut client).await {
+                if ack.position <= head {
+                    durable_unacked += 1;
+                }
+            }
+        }
+        let retry_from: Vec<usize> = writers.iter().map(|w| w.acks.len()).collect();
+        let (acked_tx, mut acked_rx) = watch::channel(0usize);
+        let (_stop_tx, stop_rx) = watch::channel(false);
+        let mut tasks = Vec::new();
+        for w in writers.drain(..) {
+            let client = connect(&endpoint).await;
+            tasks.push(tokio::spawn(w.run(
+                client,
+                acked_tx.clone(),
+                stop_rx.clone(),
+            )));
+        }
+        let threshold = rng.random_range(1..=120);
+        tokio::time::timeout(
+            Duration::from_secs(60),
+            acked_rx.wait_for(|n| *n >= threshold),
+        )
+        .await
+        .expect("writers make progress")
+        .unwrap();
+        let exit = terminate_within(svc, Duration::from_secs(30)).await;
+        assert!(
+            exit.success(),
+            "round {round}: SIGTERM exits 0, got {exit:?}"
+        );
+        for task in tasks {
+            writers.push(
+                tokio::time::timeout(Duration::from_secs(30), task)
+                    .await
+                    .expect("a writer notices the shutdown")
+                    .expect("writer task"),
+            );
+        }
+
+        let svc = Service::spawn("command-service", &args, &[]);
+        let mut client = connect(&svc.endpoint()).await;
+        let head = read_log(&mut client, 0).await.len() as u64;
+        // Check before settling: everything acknowledged is there.
+        for w in &writers {
+            for (cmd, ack) in &w.acks {
+                assert!(ack.position <= head, "acknowledged but lost: {cmd:?}");
+            }
+        }
+        for w in &mut writers {
+            if let Some(ack) = w.settle(&mut client).await {
+                if ack.position <= head {
+                    durable_unacked += 1;
+                }
+            }
+        }
+        let log = assert_command_side(&mut client, &writers, &retry_from).await;
+        eprintln!(
+            "round {round}: SIGTERM after {} acks; log {} events",
+            *acked_rx.borrow(),
+            log.len()
+        );
+    }
+    let codes = tally(writers.iter().flat_map(|w| w.failures.iter().copied()));
+    eprintln!(
+        "fault_shutdown: {rounds} rounds in {:?}; failed commands found durable afterwards: {durable_unacked}; failure codes seen: {codes:?}",
+        started.elapsed()
+    );
+}
+
+/// Known gap: hyper's graceful shutdown waits for every open stream to end, and
+/// a stream whose client stopped reading never does (HTTP/2 flow control holds
+/// its last frames), so the process never exits. The per-subscriber task does
+/// stop on shutdown (`subscription.rs`); what is missing is a deadline on the
+/// graceful shutdown in `command-service/src/lib.rs` (owned by issue 6): after
+/// the signal, give connections a grace period, then flush and return anyway.
+/// Run with `--ignored` to see it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs a graceful-shutdown deadline in command-service/src/lib.rs (issue 6)"]
+async fn sigterm_with_a_subscriber_that_stopped_reading_still_exits() {
+    let dir = TempDir::new().unwrap();
+    let svc = start_command_service(dir.path());
+    let mut client = command_client(&svc).await;
+    ok(&mut client, create("big", vec![])).await;
+    // More events than the subscriber's buffers and window hold.
+    let mut tasks = Vec::new();
+    for c in 0..8 {
+        let mut client = command_client(&svc).await;
+        tasks.push(tokio::spawn(async move {
+            let id = format!("o{c}");
+            ok(&mut client, create(&id, vec![])).await;
+            for n in 0..300 {
+                let sku = format!("s{}", n % 90);
+                ok(&mut client, support::add(&id, e2e::item(&sku, 1, 1))).await;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    // Minimal HTTP/2 windows: the server can send it only 64 KiB.
+    let channel = tonic::transport::Endpoint::from_shared(svc.endpoint())
+        .unwrap()
+        .initial_stream_window_size(65_535)
+        .initial_connection_window_size(65_535)
+        .connect()
+        .await
+        .expect("connect");
+    let stalled = shared::proto::command_service_client::CommandServiceClient::new(channel)
+        .subscribe_events(pb::SubscribeEventsRequest { after_position: 0 })
+        .await
+        .expect("subscribe")
+        .into_inner();
+    // The server has filled what it can towards the subscriber: a second
+    // subscriber that does read has caught up, which takes longer.
+    let log = read_log(&mut client, 0).await;
+    assert!(
+        log.len() > 2_000,
+        "more events than the stalled subscriber can take"
+    );
+    let exit = terminate_within(svc, Duration::from_secs(30)).await;
+    assert!(exit.success(), "SIGTERM exits 0, got {exit:?}");
+    drop(stalled);
+}
