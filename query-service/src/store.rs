@@ -16,6 +16,7 @@
 //!
 //! A batch of events and the checkpoint after it are one multi-tree transaction.
 
+use std::collections::HashMap;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, PoisonError, RwLock};
@@ -396,12 +397,20 @@ impl Generation {
                     Some(bytes) => decode_snapshot(&bytes).map_err(corrupt)?,
                     None => AnalyticsRow::default(),
                 };
-                let mut rows = Vec::with_capacity(events.len());
+                let mut rows: Vec<OrderRow> = Vec::with_capacity(events.len());
+                // Each order this batch touches: its status before the batch
+                // (`None`: created in it) and the index in `rows` of its latest
+                // row. Rows and indexes are written once per order, not once per
+                // event; the transaction makes the result the same.
+                let mut touched: HashMap<&str, (Option<OrderStatus>, usize)> = HashMap::new();
                 for (index, event) in events.iter().enumerate() {
-                    let key = event.order_id.as_str().as_bytes();
-                    let current: Option<OrderRow> = match views.get(key)? {
-                        Some(bytes) => Some(decode_snapshot(&bytes).map_err(corrupt)?),
-                        None => None,
+                    let key = event.order_id.as_str();
+                    let current: Option<OrderRow> = match touched.get(key) {
+                        Some(&(_, latest)) => Some(rows[latest].clone()),
+                        None => match views.get(key.as_bytes())? {
+                            Some(bytes) => Some(decode_snapshot(&bytes).map_err(corrupt)?),
+                            None => None,
+                        },
                     };
                     let applied =
                         projection::apply(current, event, &mut stats).map_err(|error| {
@@ -410,8 +419,16 @@ impl Generation {
                                 error,
                             })
                         })?;
-                    let row = applied.row;
-                    match applied.previous_status {
+                    touched
+                        .entry(key)
+                        .and_modify(|(_, latest)| *latest = rows.len())
+                        .or_insert((applied.previous_status, rows.len()));
+                    rows.push(applied.row);
+                }
+                for (key, &(before, latest)) in &touched {
+                    let row = &rows[latest];
+                    let key = key.as_bytes();
+                    match before {
                         None => {
                             recent.insert(&inverted(row.created_position), key)?;
                             by_customer.insert(
@@ -426,8 +443,7 @@ impl Generation {
                         }
                         Some(_) => {}
                     }
-                    views.insert(key, encode_snapshot(&row))?;
-                    rows.push(row);
+                    views.insert(key, encode_snapshot(row))?;
                 }
                 analytics.insert(ANALYTICS_KEY, encode_snapshot(&stats))?;
                 let checkpoint = Checkpoint {
