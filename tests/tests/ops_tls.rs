@@ -86,17 +86,17 @@ async fn plaintext_and_untrusting_clients_are_refused() {
     match plaintext.connect().await {
         Err(_) => {}
         Ok(channel) => {
-            // The client reads the TLS alert as a broken HTTP/2 frame: tonic
-            // reports INTERNAL or UNAVAILABLE depending on timing; either way no call.
+            // The client reads the TLS alert as a broken HTTP/2 frame or a closed
+            // pipe: tonic reports INTERNAL, UNAVAILABLE or UNKNOWN depending on
+            // timing. What matters: the call fails in transport and writes nothing
+            // (checked below: the first accepted command is position 1).
             let status = first_call(channel)
                 .await
                 .expect_err("a plaintext call is refused");
             assert!(
-                matches!(
-                    status.code(),
-                    tonic::Code::Internal | tonic::Code::Unavailable
-                ),
-                "{status:?}"
+                std::error::Error::source(&status).is_some()
+                    || status.code() == tonic::Code::Unavailable,
+                "a transport failure, not an answer from the service: {status:?}"
             );
         }
     }
