@@ -133,6 +133,8 @@ pub async fn run(
             label: "command",
             streams: &[("SubscribeEvents", "orders_subscribers")],
         }))
+        // tonic's OUT_OF_RANGE for a request over --max-message-bytes -> RESOURCE_EXHAUSTED.
+        .layer(shared::grpc_codec::OversizeLayer)
         // The first matching rule wins: SubscribeEvents has its own token.
         .layer(AuthLayer::new(vec![
             Rule {

@@ -183,6 +183,8 @@ pub async fn run(
             label: "query",
             streams: &[("WatchOrder", "orders_watchers")],
         }))
+        // tonic's OUT_OF_RANGE for a request over --max-message-bytes -> RESOURCE_EXHAUSTED.
+        .layer(shared::grpc_codec::OversizeLayer)
         .layer(AuthLayer::new(vec![Rule {
             path_prefix: API,
             token: query_token,

@@ -40,12 +40,7 @@ async fn an_oversize_message_is_refused_and_nothing_is_written() {
         .create_order(big)
         .await
         .expect_err("a request over --max-message-bytes is refused");
-    // tonic's own over-size error is OUT_OF_RANGE; the shared codec (issue 4)
-    // reports it as RESOURCE_EXHAUSTED.
-    assert!(
-        matches!(status.code(), Code::ResourceExhausted | Code::OutOfRange),
-        "{status:?}"
-    );
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
     assert!(
         status.message().contains("message length too large")
             || status.message().contains("too large"),
@@ -69,10 +64,7 @@ async fn an_oversize_message_is_refused_and_nothing_is_written() {
         })
         .await
         .expect_err("an over-size query is refused");
-    assert!(
-        matches!(status.code(), Code::ResourceExhausted | Code::OutOfRange),
-        "{status:?}"
-    );
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
