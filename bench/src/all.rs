@@ -78,7 +78,9 @@ pub async fn run(mode: Mode, out: &Path, bin_dir: &Path) -> Result<(), String> {
 
     // Baselines.
     let echo_server = crate::start_echo_server()?;
-    let echo_start = crate::run_echo(echo_server.addr, &closed(64), 4, "echo (start)").await?;
+    let cpu = Cpu::start(&echo_server);
+    let mut echo_start = crate::run_echo(echo_server.addr, &closed(64), 4, "echo (start)").await?;
+    cpu.finish(&echo_server, &mut echo_start);
     echo_start.print();
     let sled_64 = sled(64, seconds).await?;
     sled_64.print();
@@ -91,9 +93,14 @@ pub async fn run(mode: Mode, out: &Path, bin_dir: &Path) -> Result<(), String> {
         count: Some(mode.events()),
         rate: None,
     };
-    let (commands, head) = target.commands(4, &commands_plan, "commands").await?;
+    let command_proc = target.command_proc.as_ref().ok_or("no command-service")?;
+    let cpu = Cpu::start(command_proc);
+    let (mut commands, head) = target.commands(4, &commands_plan, "commands").await?;
+    cpu.finish(command_proc, &mut commands);
     commands.print();
-    let stream = stream::run(crate::load::connect(target.command, 1).await?.remove(0)).await?;
+    let cpu = Cpu::start(command_proc);
+    let mut stream = stream::run(crate::load::connect(target.command, 1).await?.remove(0)).await?;
+    cpu.finish(command_proc, &mut stream);
     stream.print();
     let storage = storage(&target, stream.count);
     storage.print();
@@ -102,7 +109,10 @@ pub async fn run(mode: Mode, out: &Path, bin_dir: &Path) -> Result<(), String> {
     let (catchup, replica, dir) = catchup::run(bin_dir, target.command, head).await?;
     catchup.print();
     target.attach_query(replica, dir);
-    let queries = crate::run_queries(&target, &closed(64), 4, 10_000).await?;
+    let query_proc = target.query_proc.as_ref().ok_or("no query-service")?;
+    let cpu = Cpu::start(query_proc);
+    let mut queries = crate::run_queries(&target, &closed(64), 4, 10_000).await?;
+    cpu.finish(query_proc, &mut queries);
     queries.print();
     let e2e_plan = Plan {
         concurrency: 32,
@@ -115,13 +125,23 @@ pub async fn run(mode: Mode, out: &Path, bin_dir: &Path) -> Result<(), String> {
     drop(target);
 
     // The baselines again, minutes later.
-    let echo_end = crate::run_echo(echo_server.addr, &closed(64), 4, "echo (end)").await?;
+    let cpu = Cpu::start(&echo_server);
+    let mut echo_end = crate::run_echo(echo_server.addr, &closed(64), 4, "echo (end)").await?;
+    cpu.finish(&echo_server, &mut echo_end);
     echo_end.print();
     drop(echo_server);
 
     let echo_rate = (echo_start.rate + echo_end.rate) / 2.0;
     let summary = summarize(
-        echo_rate, &sled_64, &commands, &queries, &e2e, &stream, &catchup, &storage,
+        echo_rate,
+        &echo_start,
+        &sled_64,
+        &commands,
+        &queries,
+        &e2e,
+        &stream,
+        &catchup,
+        &storage,
     );
     reports.extend([
         echo_start, sled_64, commands, queries, e2e, stream, catchup, storage, echo_end,
@@ -171,6 +191,32 @@ pub async fn run(mode: Mode, out: &Path, bin_dir: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// CPU seconds used by the server process and by loadgen itself during a run:
+/// a per-request cost that other load on the machine disturbs less than rates.
+struct Cpu {
+    server: f64,
+    client: f64,
+}
+
+impl Cpu {
+    fn start(server: &services::Proc) -> Cpu {
+        Cpu {
+            server: server.cpu_seconds().unwrap_or(0.0),
+            client: services::cpu_seconds(std::process::id()).unwrap_or(0.0),
+        }
+    }
+
+    fn finish(&self, server: &services::Proc, report: &mut Report) {
+        let server = server.cpu_seconds().unwrap_or(0.0) - self.server;
+        let client = services::cpu_seconds(std::process::id()).unwrap_or(0.0) - self.client;
+        #[allow(clippy::cast_precision_loss)]
+        let n = report.count.max(1) as f64;
+        report.extra("server_cpu_s", server);
+        report.extra("server_cpu_us_per_request", server * 1e6 / n);
+        report.extra("loadgen_cpu_us_per_request", client * 1e6 / n);
+    }
+}
+
 async fn sled(batch: usize, seconds: Duration) -> Result<Report, String> {
     tokio::task::spawn_blocking(move || sled_base::run(batch, 200, seconds))
         .await
@@ -212,6 +258,7 @@ fn p99(report: &Report, series: &str) -> Option<u64> {
 #[allow(clippy::too_many_arguments)]
 fn summarize(
     echo: f64,
+    echo_start: &Report,
     sled: &Report,
     commands: &Report,
     queries: &Report,
@@ -308,6 +355,24 @@ fn summarize(
             target: "<= 300 MB".into(),
             met: Some(peak <= 300.0 * 1024.0 * 1024.0),
         });
+    }
+    let echo_cpu = extra_f64(echo_start, "server_cpu_us_per_request");
+    for (report, label, vs_echo) in [
+        (commands, "command-service CPU per command", true),
+        (queries, "query-service CPU per query", true),
+        (stream, "command-service CPU per streamed event", false),
+    ] {
+        if let Some(us) = extra_f64(report, "server_cpu_us_per_request") {
+            rows.push(Row {
+                figure: label.into(),
+                value: format!("{us:.1} µs"),
+                baseline: echo_cpu
+                    .map_or_else(String::new, |e| format!("echo server {e:.1} µs/req")),
+                ratio: echo_cpu.filter(|_| vs_echo).map(|e| e / us),
+                target: "report".into(),
+                met: None,
+            });
+        }
     }
     if let Some(b) = extra_f64(storage, "bytes_per_event") {
         rows.push(Row {

@@ -69,8 +69,11 @@ pub fn bars(title: &str, bars: &[Bar]) -> String {
     for (i, bar) in bars.iter().enumerate() {
         #[allow(clippy::cast_precision_loss)]
         let y = top + row * i as f64;
-        let met = bar.target.is_none_or(|t| bar.ratio >= t);
-        let color = if met { "#59a14f" } else { "#e15759" };
+        let color = match bar.target {
+            None => "#8c8c8c",
+            Some(t) if bar.ratio >= t => "#59a14f",
+            Some(_) => "#e15759",
+        };
         let _ = write!(
             s,
             r##"<text x="{lx}" y="{ty:.1}" text-anchor="end">{label}</text><rect x="{left}" y="{y:.1}" width="{w:.1}" height="20" fill="{color}"/><text x="{vx:.1}" y="{ty:.1}">{pct:.0}%</text><text x="{left}" y="{ny:.1}" fill="#555" font-size="10">{note}</text>"##,
@@ -95,7 +98,7 @@ pub fn bars(title: &str, bars: &[Bar]) -> String {
     }
     let _ = write!(
         s,
-        r##"<text x="10" y="{:.1}" fill="#555" font-size="10">green: target met, red: missed; dashed tick: target</text></svg>"##,
+        r##"<text x="10" y="{:.1}" fill="#555" font-size="10">green: target met, red: missed, grey: no target; dashed tick: target</text></svg>"##,
         height - 4.0
     );
     s
@@ -124,7 +127,7 @@ pub fn percentiles(title: &str, curves: &[Curve]) -> String {
     let mut s = String::new();
     let _ = write!(
         s,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="820" height="420" font-family="sans-serif" font-size="12"><rect width="100%" height="100%" fill="white"/><text x="10" y="24" font-size="15" font-weight="bold">{}</text>"#,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="900" height="420" font-family="sans-serif" font-size="12"><rect width="100%" height="100%" fill="white"/><text x="10" y="24" font-size="15" font-weight="bold">{}</text>"#,
         escape(title)
     );
     for (p, label) in [
