@@ -99,9 +99,19 @@ pub async fn run(mode: Mode, out: &Path, bin_dir: &Path) -> Result<(), String> {
     cpu.finish(command_proc, &mut commands);
     commands.print();
     let cpu = Cpu::start(command_proc);
-    let mut stream = stream::run(crate::load::connect(target.command, 1).await?.remove(0)).await?;
+    let mut stream = stream::run(
+        crate::load::connect(target.command, 1).await?.remove(0),
+        false,
+    )
+    .await?;
     cpu.finish(command_proc, &mut stream);
     stream.print();
+    let stream_full = stream::run(
+        crate::load::connect(target.command, 1).await?.remove(0),
+        true,
+    )
+    .await?;
+    stream_full.print();
     let storage = storage(&target, stream.count);
     storage.print();
 
@@ -140,11 +150,21 @@ pub async fn run(mode: Mode, out: &Path, bin_dir: &Path) -> Result<(), String> {
         &queries,
         &e2e,
         &stream,
+        &stream_full,
         &catchup,
         &storage,
     );
     reports.extend([
-        echo_start, sled_64, commands, queries, e2e, stream, catchup, storage, echo_end,
+        echo_start,
+        sled_64,
+        commands,
+        queries,
+        e2e,
+        stream,
+        stream_full,
+        catchup,
+        storage,
+        echo_end,
     ]);
 
     std::fs::create_dir_all(out).map_err(|e| format!("create {}: {e}", out.display()))?;
@@ -264,6 +284,7 @@ fn summarize(
     queries: &Report,
     e2e: &Report,
     stream: &Report,
+    stream_full: &Report,
     catchup: &Report,
     storage: &Report,
 ) -> Vec<Row> {
@@ -339,6 +360,14 @@ fn summarize(
         met: Some(stream.rate >= 1_000_000.0),
     });
     rows.push(Row {
+        figure: "the same, a client decoding every message fully".into(),
+        value: per_s(stream_full.rate, "events"),
+        baseline: String::new(),
+        ratio: Some(stream_full.rate / 1_000_000.0),
+        target: "report".into(),
+        met: None,
+    });
+    rows.push(Row {
         figure: format!("catch-up of a fresh replica, {} events", catchup.count),
         value: per_s(catchup.rate, "events"),
         baseline: String::new(),
@@ -367,6 +396,7 @@ fn summarize(
                 figure: label.into(),
                 value: format!("{us:.1} µs"),
                 baseline: echo_cpu
+                    .filter(|_| vs_echo)
                     .map_or_else(String::new, |e| format!("echo server {e:.1} µs/req")),
                 ratio: echo_cpu.filter(|_| vs_echo).map(|e| e / us),
                 target: "report".into(),

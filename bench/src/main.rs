@@ -133,6 +133,9 @@ enum Scenario {
         common: Common,
         #[arg(long, default_value_t = 100_000)]
         events: u64,
+        /// Decode every message completely (default: only the position).
+        #[arg(long)]
+        full_decode: bool,
     },
     /// A fresh query replica catching up with a log of --events events.
     Catchup {
@@ -230,7 +233,11 @@ async fn dispatch(scenario: Scenario) -> Result<(), String> {
             let report = run_e2e(&target, &common.plan(32), common.connections).await?;
             finish(&[report], common.json.as_deref())
         }
-        Scenario::Stream { common, events } => {
+        Scenario::Stream {
+            common,
+            events,
+            full_decode,
+        } => {
             // The command side alone; a log is written only into a started one.
             let target = match common.command {
                 Some(addr) => Target::external_command(addr),
@@ -247,7 +254,7 @@ async fn dispatch(scenario: Scenario) -> Result<(), String> {
                 }
             };
             let channel = load::connect(target.command, 1).await?.remove(0);
-            let report = stream::run(channel).await?;
+            let report = stream::run(channel, full_decode).await?;
             finish(&[report], common.json.as_deref())
         }
         Scenario::Catchup { common, events } => {

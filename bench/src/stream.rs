@@ -37,15 +37,57 @@ struct EnvelopePosition {
     position: u64,
 }
 
+/// What the reader needs of one stream message.
+enum Item {
+    Event(u64),
+    Heartbeat(u64),
+    Empty,
+}
+
+/// A decoding of `SubscribeEventsResponse`: the reduced `Probe` or the real one.
+trait StreamMessage: prost::Message + Default + Send + 'static {
+    fn item(self) -> Item;
+}
+
+impl StreamMessage for Probe {
+    fn item(self) -> Item {
+        match self.kind {
+            Some(Kind::Event(e)) => Item::Event(e.position),
+            Some(Kind::Heartbeat(h)) => Item::Heartbeat(h.head_position),
+            None => Item::Empty,
+        }
+    }
+}
+
+impl StreamMessage for pb::SubscribeEventsResponse {
+    fn item(self) -> Item {
+        use pb::subscribe_events_response::Kind as K;
+        match self.kind {
+            Some(K::Event(e)) => Item::Event(e.position),
+            Some(K::Heartbeat(h)) => Item::Heartbeat(h.head_position),
+            None => Item::Empty,
+        }
+    }
+}
+
 /// Reads the log from 0 to its head; events/s is the figure. The latency series
 /// is the gap between consecutive messages (what a reader waits per event).
-pub async fn run(channel: Channel) -> Result<Report, String> {
+/// `full_decode`: decode every message completely, as a real subscriber does.
+pub async fn run(channel: Channel, full_decode: bool) -> Result<Report, String> {
+    if full_decode {
+        read::<pb::SubscribeEventsResponse>(channel, "stream (full decode)").await
+    } else {
+        read::<Probe>(channel, "stream").await
+    }
+}
+
+async fn read<M: StreamMessage>(channel: Channel, name: &str) -> Result<Report, String> {
     let mut grpc = tonic::client::Grpc::new(channel).max_decoding_message_size(64 << 20);
     let started = Instant::now();
     grpc.ready()
         .await
         .map_err(|e| format!("SubscribeEvents: {e}"))?;
-    let codec = tonic_prost::ProstCodec::<pb::SubscribeEventsRequest, Probe>::default();
+    let codec = tonic_prost::ProstCodec::<pb::SubscribeEventsRequest, M>::default();
     let mut stream = grpc
         .server_streaming(
             tonic::Request::new(pb::SubscribeEventsRequest { after_position: 0 }),
@@ -68,33 +110,30 @@ pub async fn run(channel: Channel) -> Result<Report, String> {
             .map_err(|e| format!("event stream: {e}"))?
             .ok_or("the event stream ended")?;
         let now = Instant::now();
-        match message.kind {
-            Some(Kind::Event(event)) => {
-                if event.position != last_position + 1 {
-                    return Err(format!(
-                        "gap: position {} after {last_position}",
-                        event.position
-                    ));
+        match message.item() {
+            Item::Event(position) => {
+                if position != last_position + 1 {
+                    return Err(format!("gap: position {position} after {last_position}"));
                 }
-                last_position = event.position;
+                last_position = position;
                 received += 1;
                 gaps.saturating_record(stats::micros(now - last_message));
             }
-            Some(Kind::Heartbeat(h)) => {
-                if last_position >= h.head_position {
+            Item::Heartbeat(head) => {
+                if last_position >= head {
                     break;
                 }
             }
-            None => return Err("a message without a kind".to_owned()),
+            Item::Empty => return Err("a message without a kind".to_owned()),
         }
         last_message = now;
         if last_print.elapsed() >= Duration::from_secs(1) {
-            progress_line("stream", started, received, received - printed, "events");
+            progress_line(name, started, received, received - printed, "events");
             printed = received;
             last_print = Instant::now();
         }
     }
-    let mut report = Report::new("stream", "events");
+    let mut report = Report::new(name, "events");
     report.finish(received, started.elapsed());
     report
         .latencies
