@@ -84,6 +84,9 @@ pub async fn run(mode: Mode, out: &Path, bin_dir: &Path) -> Result<(), String> {
     echo_start.print();
     let sled_64 = sled(64, seconds).await?;
     sled_64.print();
+    // Groups of the command run average about 34 commands (64 in flight).
+    let sled_32 = sled(32, seconds).await?;
+    sled_32.print();
 
     // The command side alone: durable commands, which also write the log.
     let mut target = Target::command_only(bin_dir)?;
@@ -146,6 +149,7 @@ pub async fn run(mode: Mode, out: &Path, bin_dir: &Path) -> Result<(), String> {
         echo_rate,
         &echo_start,
         &sled_64,
+        &sled_32,
         &commands,
         &queries,
         &e2e,
@@ -157,6 +161,7 @@ pub async fn run(mode: Mode, out: &Path, bin_dir: &Path) -> Result<(), String> {
     reports.extend([
         echo_start,
         sled_64,
+        sled_32,
         commands,
         queries,
         e2e,
@@ -280,6 +285,7 @@ fn summarize(
     echo: f64,
     echo_start: &Report,
     sled: &Report,
+    sled_32: &Report,
     commands: &Report,
     queries: &Report,
     e2e: &Report,
@@ -307,6 +313,14 @@ fn summarize(
             met: None,
         },
     ];
+    rows.push(Row {
+        figure: "durable commands vs bare sled batch 32 + flush".into(),
+        value: per_s(commands.rate, "commands"),
+        baseline: format!("sled {}", per_s(sled_32.rate, "writes")),
+        ratio: Some(commands.rate / sled_32.rate),
+        target: "report".into(),
+        met: None,
+    });
     if let Some(p) = p99(commands, "command") {
         rows.push(Row {
             figure: "durable command p99".into(),
