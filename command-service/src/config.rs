@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::Parser;
 use shared::telemetry::LogFormat;
 
-use crate::auth::{self, Secret};
+use shared::server::auth::{self, Secret};
 
 /// The write side of the order service pair.
 #[derive(Debug, Clone, Parser)]
@@ -99,6 +99,12 @@ pub struct Config {
     /// bound address is logged); unset: no metrics endpoint.
     #[arg(long, env = "COMMAND_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
+
+    /// After SIGINT/SIGTERM, how long open connections get to finish (milliseconds)
+    /// before they are closed anyway, e.g. a stream whose client stopped reading.
+    #[arg(long, env = "COMMAND_SHUTDOWN_GRACE_MS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(0..=600_000))]
+    pub shutdown_grace_ms: u64,
 }
 
 /// The tokens after reading any token files.
@@ -151,9 +157,13 @@ impl Config {
     /// The server TLS configuration, when both files are given.
     pub fn tls(&self) -> Result<Option<tonic::transport::ServerTlsConfig>, String> {
         match (&self.tls_cert, &self.tls_key) {
-            (Some(cert), Some(key)) => crate::tls::server_config(cert, key).map(Some),
+            (Some(cert), Some(key)) => shared::server::tls::server_config(cert, key).map(Some),
             _ => Ok(None),
         }
+    }
+
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_millis(self.shutdown_grace_ms)
     }
 
     pub fn request_timeout(&self) -> Duration {

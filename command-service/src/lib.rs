@@ -3,16 +3,11 @@
 //! `main` parses the config and binds; `run` owns everything after that, so tests
 //! and tools can start it on an already bound port-0 listener.
 
-pub mod auth;
 pub mod config;
-pub mod connections;
 pub mod error;
 pub mod grpc;
-pub mod metrics;
-pub mod observe;
 pub mod store;
 pub mod subscription;
-pub mod tls;
 pub mod writer;
 
 use std::future::Future;
@@ -21,11 +16,12 @@ use shared::proto::command_service_server::CommandServiceServer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::auth::{AuthLayer, Rule};
 use crate::config::Config;
 use crate::grpc::CommandApi;
-use crate::observe::{ObserveLayer, RpcMetrics};
 use crate::store::Store;
+use shared::server::auth::{AuthLayer, Rule};
+use shared::server::observe::{ObserveLayer, RpcMetrics};
+use shared::server::shutdown::{drain_within, Drained};
 
 const API: &str = "/orders.v1.CommandService/";
 const SUBSCRIBE: &str = "/orders.v1.CommandService/SubscribeEvents";
@@ -41,12 +37,13 @@ pub async fn run(
     let tokens = config.tokens()?;
     let tls = config.tls()?;
     let metrics = match config.metrics_listen {
-        Some(addr) => Some((crate::metrics::install()?, addr)),
+        Some(addr) => Some((shared::server::metrics::install()?, addr)),
         None => None,
     };
     let (head_tx, head_rx) = watch::channel(store.head()?);
     let (writer, writer_thread) = writer::spawn(store.clone(), config.max_batch(), head_tx)?;
     let (stop_tx, stop_rx) = watch::channel(false);
+    let stopping = stop_rx.clone();
 
     let api = CommandApi {
         writer,
@@ -78,7 +75,7 @@ pub async fn run(
             .map_err(|e| format!("cannot listen for metrics on {addr}: {e}"))?;
         tracing::info!("metrics listening on {}", metrics_listener.local_addr()?);
         let mut stop = stop_metrics.clone();
-        tokio::spawn(crate::metrics::serve(
+        tokio::spawn(shared::server::metrics::serve(
             metrics_listener,
             handle,
             async move {
@@ -99,7 +96,7 @@ pub async fn run(
         });
     }
 
-    let incoming = crate::connections::limited(
+    let incoming = shared::server::connections::limited(
         listener,
         config.max_connections(),
         config.tls_cert.is_some(),
@@ -125,7 +122,7 @@ pub async fn run(
     let api = CommandServiceServer::new(api)
         .max_decoding_message_size(config.max_message_bytes())
         .max_encoding_message_size(config.max_message_bytes());
-    server
+    let serve = server
         .layer(ObserveLayer::new(RpcMetrics {
             path_prefix: API,
             total: "orders_commands_total",
@@ -150,14 +147,19 @@ pub async fn run(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(api)
-        .serve_with_incoming_shutdown(incoming, signal)
-        .await?;
+        .serve_with_incoming_shutdown(incoming, signal);
+    let drained = drain_within(serve, stopping, config.shutdown_grace()).await?;
 
-    // The server has dropped the API and with it the last writer handle: the
-    // writer finishes its queue, flushes and ends.
-    tokio::task::spawn_blocking(move || writer_thread.join())
-        .await?
-        .map_err(|_| "the writer thread panicked")?;
+    if drained == Drained::Cleanly {
+        // The server has dropped the API and with it the last writer handle:
+        // the writer finishes its queue, flushes and ends.
+        tokio::task::spawn_blocking(move || writer_thread.join())
+            .await?
+            .map_err(|_| "the writer thread panicked")?;
+    }
+    // Abandoned connections still hold a writer handle; whatever the writer
+    // commits from here on is crash-safe like any write, and nothing unflushed
+    // was acknowledged.
     store.flush()?;
     tracing::info!("stopped cleanly");
     Ok(())

@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::Parser;
 use shared::telemetry::LogFormat;
 
-use crate::auth::{self, Secret};
+use shared::server::auth::{self, Secret};
 
 /// The read side of the order service pair.
 #[derive(Debug, Clone, Parser)]
@@ -121,6 +121,12 @@ pub struct Config {
     /// bound address is logged); unset: no metrics endpoint.
     #[arg(long, env = "QUERY_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
+
+    /// After SIGINT/SIGTERM, how long open connections get to finish (milliseconds)
+    /// before they are closed anyway, e.g. a stream whose client stopped reading.
+    #[arg(long, env = "QUERY_SHUTDOWN_GRACE_MS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(0..=600_000))]
+    pub shutdown_grace_ms: u64,
 }
 
 /// Accepts only what tonic can connect to, so a typo fails at start, not on first use.
@@ -167,7 +173,7 @@ impl Config {
     /// The server TLS configuration, when both files are given.
     pub fn tls(&self) -> Result<Option<tonic::transport::ServerTlsConfig>, String> {
         match (&self.tls_cert, &self.tls_key) {
-            (Some(cert), Some(key)) => crate::tls::server_config(cert, key).map(Some),
+            (Some(cert), Some(key)) => shared::server::tls::server_config(cert, key).map(Some),
             _ => Ok(None),
         }
     }
@@ -176,7 +182,7 @@ impl Config {
     pub fn upstream(&self) -> Result<crate::upstream::Upstream, String> {
         let https = self.command_endpoint.starts_with("https://");
         let tls = match (&self.command_ca_file, https) {
-            (Some(ca), true) => Some(crate::tls::client_config(
+            (Some(ca), true) => Some(shared::server::tls::client_config(
                 ca,
                 self.command_tls_domain.as_deref(),
             )?),
@@ -194,6 +200,10 @@ impl Config {
             "subscribe-token",
         )?;
         Ok(crate::upstream::Upstream { tls, token })
+    }
+
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_millis(self.shutdown_grace_ms)
     }
 
     pub fn request_timeout(&self) -> Duration {

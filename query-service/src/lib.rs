@@ -5,22 +5,18 @@
 
 pub mod analytics;
 pub mod applier;
-pub mod auth;
 pub mod checkpoint;
 pub mod config;
-pub mod connections;
 pub mod deadline;
 pub mod error;
 pub mod grpc;
 pub mod metrics;
-pub mod observe;
 pub mod order_row;
 pub mod page_token;
 pub mod projection;
 pub mod status;
 pub mod store;
 pub mod subscriber;
-pub mod tls;
 pub mod upstream;
 pub mod watchers;
 
@@ -32,15 +28,16 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
 use crate::applier::Applier;
-use crate::auth::{AuthLayer, Rule};
 use crate::config::Config;
 pub use crate::error::RunError;
 use crate::grpc::QueryApi;
-use crate::observe::{ObserveLayer, RpcMetrics};
 use crate::status::ProjectionStatus;
 use crate::store::Store;
 use crate::subscriber::Subscriber;
 use crate::watchers::Watchers;
+use shared::server::auth::{AuthLayer, Rule};
+use shared::server::observe::{ObserveLayer, RpcMetrics};
+use shared::server::shutdown::drain_within;
 
 /// Events received but not yet applied; the subscriber waits when it is full.
 const EVENT_BUFFER: usize = 4096;
@@ -56,14 +53,17 @@ pub async fn run(
 ) -> Result<(), RunError> {
     let tls = config.tls().map_err(RunError::Config)?;
     let upstream = config.upstream().map_err(RunError::Config)?;
-    let query_token = auth::resolve(
+    let query_token = shared::server::auth::resolve(
         config.auth_token.as_ref(),
         config.auth_token_file.as_deref(),
         "auth-token",
     )
     .map_err(RunError::Config)?;
     let metrics = match config.metrics_listen {
-        Some(addr) => Some((crate::metrics::install().map_err(RunError::Config)?, addr)),
+        Some(addr) => Some((
+            shared::server::metrics::install().map_err(RunError::Config)?,
+            addr,
+        )),
         None => None,
     };
     let (store, target) = Store::open(&config.data_dir, config.cache_bytes(), config.rebuild)?;
@@ -82,6 +82,7 @@ pub async fn run(
     let status = Arc::new(ProjectionStatus::new(served));
     let watchers = Arc::new(Watchers::default());
     let (stop_tx, stop_rx) = watch::channel(false);
+    let stopping = stop_rx.clone();
     let stop_tx = Arc::new(stop_tx);
 
     let (events_tx, events_rx) = mpsc::channel(EVENT_BUFFER);
@@ -126,7 +127,7 @@ pub async fn run(
     let reflection_v1alpha = reflection().build_v1alpha()?;
 
     let addr = listener.local_addr().map_err(RunError::Address)?;
-    let incoming = crate::connections::limited(
+    let incoming = shared::server::connections::limited(
         listener,
         config.max_connections(),
         config.tls_cert.is_some(),
@@ -150,7 +151,7 @@ pub async fn run(
         let bound = metrics_listener.local_addr().map_err(RunError::Address)?;
         tracing::info!("metrics listening on {bound}");
         let mut stop = stop_tx.subscribe();
-        tokio::spawn(crate::metrics::serve(
+        tokio::spawn(shared::server::metrics::serve(
             metrics_listener,
             handle,
             async move {
@@ -175,7 +176,7 @@ pub async fn run(
     let api = QueryServiceServer::new(api)
         .max_decoding_message_size(config.max_message_bytes())
         .max_encoding_message_size(config.max_message_bytes());
-    let served = server
+    let serve = server
         .layer(ObserveLayer::new(RpcMetrics {
             path_prefix: API,
             total: "orders_queries_total",
@@ -193,8 +194,9 @@ pub async fn run(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(api)
-        .serve_with_incoming_shutdown(incoming, signal)
-        .await;
+        .serve_with_incoming_shutdown(incoming, signal);
+    // A WatchOrder client that stopped reading must not keep the service alive.
+    let served = drain_within(serve, stopping, config.shutdown_grace()).await;
 
     // Also when serving failed rather than being asked to stop.
     let _ = stop_tx.send(true);

@@ -4,7 +4,7 @@
 use tonic::metadata::MetadataValue;
 use tonic::transport::{ClientTlsConfig, Endpoint};
 
-use crate::auth::Secret;
+use shared::server::auth::Secret;
 
 #[derive(Debug, Clone, Default)]
 pub struct Upstream {

@@ -6,4 +6,5 @@ pub mod convert;
 pub mod domain;
 pub mod grpc_codec;
 pub mod proto;
+pub mod server;
 pub mod telemetry;

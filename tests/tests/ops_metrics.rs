@@ -213,7 +213,7 @@ async fn each_rpc_is_one_span_in_the_json_log() {
         s("--log-format"),
         s("json"),
         s("--log-level"),
-        s("info,command_service::observe=debug"),
+        s("info,shared::server::observe=debug"),
     ]);
     let command = Service::spawn("command-service", &args, &[]);
     let mut client = CommandServiceClient::new(command.channel().await);

@@ -1,0 +1,10 @@
+//! gRPC server plumbing both services use: bearer-token auth, connection
+//! limits, per-RPC spans and metrics, TLS configuration and the Prometheus
+//! endpoint.
+
+pub mod auth;
+pub mod connections;
+pub mod metrics;
+pub mod observe;
+pub mod shutdown;
+pub mod tls;
