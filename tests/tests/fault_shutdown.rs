@@ -12,7 +12,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use e2e::{command_args, command_client, pb, read_log, start_command_service, Service};
+use e2e::{command_args, command_client, pb, read_log, Service};
 use fault_common::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -110,18 +110,16 @@ async fn sigterm_under_load_acknowledges_only_what_is_durable() {
     );
 }
 
-/// Known gap: hyper's graceful shutdown waits for every open stream to end, and
-/// a stream whose client stopped reading never does (HTTP/2 flow control holds
-/// its last frames), so the process never exits. The per-subscriber task does
-/// stop on shutdown (`subscription.rs`); what is missing is a deadline on the
-/// graceful shutdown in `command-service/src/lib.rs` (owned by issue 6): after
-/// the signal, give connections a grace period, then flush and return anyway.
-/// Run with `--ignored` to see it.
+/// hyper's graceful shutdown waits for every open stream to end, and a stream
+/// whose client stopped reading never does (HTTP/2 flow control holds its last
+/// frames). `--shutdown-grace-ms` bounds that wait: the service then closes the
+/// connection, flushes and exits 0.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "needs a graceful-shutdown deadline in command-service/src/lib.rs (issue 6)"]
 async fn sigterm_with_a_subscriber_that_stopped_reading_still_exits() {
     let dir = TempDir::new().unwrap();
-    let svc = start_command_service(dir.path());
+    let mut args = command_args(dir.path(), "127.0.0.1:0");
+    args.extend(["--shutdown-grace-ms".to_owned(), "1000".to_owned()]);
+    let svc = Service::spawn("command-service", &args, &[]);
     let mut client = command_client(&svc).await;
     ok(&mut client, create("big", vec![])).await;
     // More events than the subscriber's buffers and window hold.
