@@ -38,17 +38,22 @@ async fn resubscribing_reader(
         |events: &[pb::EventEnvelope]| events.last().map_or(0, |e| e.position) >= *until.borrow();
     while !done(&events) {
         let after = events.last().map_or(0, |e| e.position);
-        let Ok(mut client) = CommandServiceClient::connect(endpoint.clone()).await else {
+        // Every step is bounded: through a faulty proxy a connect or a call can
+        // otherwise wait forever on a connection that went silent.
+        let target = tonic::transport::Endpoint::from_shared(endpoint.clone())
+            .expect("endpoint")
+            .connect_timeout(Duration::from_secs(3));
+        let Ok(Ok(channel)) = tokio::time::timeout(Duration::from_secs(5), target.connect()).await
+        else {
             *reconnects.lock().await += 1;
             tokio::time::sleep(Duration::from_millis(20)).await;
             continue;
         };
-        let Ok(response) = client
-            .subscribe_events(pb::SubscribeEventsRequest {
-                after_position: after,
-            })
-            .await
-        else {
+        let mut client = CommandServiceClient::new(channel);
+        let subscribe = client.subscribe_events(pb::SubscribeEventsRequest {
+            after_position: after,
+        });
+        let Ok(Ok(response)) = tokio::time::timeout(Duration::from_secs(5), subscribe).await else {
             *reconnects.lock().await += 1;
             continue;
         };
