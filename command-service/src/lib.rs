@@ -57,14 +57,7 @@ pub async fn run(
     health_reporter
         .set_serving::<CommandServiceServer<CommandApi>>()
         .await;
-    let reflection = || {
-        tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(shared::proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            // The descriptor set also holds QueryService: advertise only what is served.
-            .with_service_name("orders.v1.CommandService")
-            .with_service_name("grpc.health.v1.Health")
-    };
+    let reflection = || shared::server::reflection::builder("orders.v1.CommandService");
     let reflection_v1 = reflection().build_v1()?;
     let reflection_v1alpha = reflection().build_v1alpha()?;
 

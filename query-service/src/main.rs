@@ -29,6 +29,7 @@ async fn main() -> ExitCode {
         command_ca_file = ?config.command_ca_file,
         max_message_bytes = config.max_message_bytes,
         request_timeout_ms = config.request_timeout_ms,
+        shutdown_grace_ms = config.shutdown_grace_ms,
         max_concurrent_streams = config.max_concurrent_streams,
         max_requests_per_connection = config.max_requests_per_connection,
         max_connections = config.max_connections,
