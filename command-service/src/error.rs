@@ -39,6 +39,8 @@ pub enum StoreError {
     Sled(#[from] sled::Error),
     #[error("corrupt stored value: {0}")]
     Codec(#[from] CodecError),
+    #[error("corrupt event log key {0:02x?}")]
+    LogKey(Vec<u8>),
 }
 
 impl CommandError {

@@ -1,12 +1,16 @@
 //! The gRPC layer: unpacks requests, hands them to the writer or the log reader,
 //! and maps results. No business rule lives here.
 
+use std::pin::Pin;
 use std::time::Duration;
+
+use prost::Message;
 
 use shared::domain::{Submission, ValidationError};
 use shared::proto as pb;
 use shared::proto::command_service_server::CommandService;
 use tokio::sync::watch;
+use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
 use crate::error::CommandError;
@@ -96,12 +100,34 @@ impl CommandService for CommandApi {
         command_response!(CancelOrderResponse, self.execute(request.get_ref()).await?)
     }
 
-    type SubscribeEventsStream = EventStream;
+    type SubscribeEventsStream = DecodedEvents;
 
+    /// The typed form of `SubscribeEvents`, for embedding `CommandServiceServer`
+    /// directly. The server in `lib.rs` routes the method to `routes.rs`, which
+    /// sends the same stream without decoding it.
     async fn subscribe_events(
         &self,
         request: Request<pb::SubscribeEventsRequest>,
     ) -> Result<Response<Self::SubscribeEventsStream>, Status> {
+        let stream = self.subscribe(&request)?.map(|message| {
+            message.and_then(|bytes| {
+                pb::SubscribeEventsResponse::decode(bytes)
+                    .map_err(|e| Status::internal(format!("stored event does not decode: {e}")))
+            })
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+}
+
+pub type DecodedEvents =
+    Pin<Box<dyn Stream<Item = Result<pb::SubscribeEventsResponse, Status>> + Send>>;
+
+impl CommandApi {
+    /// Opens a subscription to every event after the request's `after_position`.
+    pub fn subscribe(
+        &self,
+        request: &Request<pb::SubscribeEventsRequest>,
+    ) -> Result<EventStream, Status> {
         if *self.shutdown.borrow() {
             return Err(CommandError::ShuttingDown.into());
         }
@@ -113,6 +139,6 @@ impl CommandService for CommandApi {
             heartbeat_interval: self.heartbeat_interval,
             shutdown: self.shutdown.clone(),
         };
-        Ok(Response::new(subscription.start(after)))
+        Ok(subscription.start(after))
     }
 }

@@ -6,6 +6,7 @@
 pub mod config;
 pub mod error;
 pub mod grpc;
+pub mod routes;
 pub mod store;
 pub mod subscription;
 pub mod writer;
@@ -24,7 +25,6 @@ use shared::server::observe::{ObserveLayer, RpcMetrics};
 use shared::server::shutdown::{drain_within, Drained};
 
 const API: &str = "/orders.v1.CommandService/";
-const SUBSCRIBE: &str = "/orders.v1.CommandService/SubscribeEvents";
 
 /// Serves until `shutdown` completes, then stops accepting, lets in-flight
 /// commands finish, ends the event streams, flushes and returns.
@@ -112,9 +112,7 @@ pub async fn run(
     if let Some(tls) = tls {
         server = server.tls_config(tls)?;
     }
-    let api = CommandServiceServer::new(api)
-        .max_decoding_message_size(config.max_message_bytes())
-        .max_encoding_message_size(config.max_message_bytes());
+    let api = routes::CommandRoutes::new(api, config.max_message_bytes());
     let serve = server
         .layer(ObserveLayer::new(RpcMetrics {
             path_prefix: API,
@@ -128,7 +126,7 @@ pub async fn run(
         // The first matching rule wins: SubscribeEvents has its own token.
         .layer(AuthLayer::new(vec![
             Rule {
-                path_prefix: SUBSCRIBE,
+                path_prefix: routes::SUBSCRIBE_PATH,
                 token: tokens.subscribe,
             },
             Rule {

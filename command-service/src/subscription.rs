@@ -5,22 +5,53 @@
 //! "catch-up" to "live" where an event could be missed or sent twice, and a slow
 //! subscriber only ever holds up its own task: writers never wait for it.
 
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
+use prost::Message;
 use shared::proto as pb;
 use shared::proto::subscribe_events_response::Kind;
 use tokio::sync::{mpsc, watch};
-use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::Stream;
 use tonic::Status;
 
+use crate::error::StoreError;
 use crate::store::Store;
 
-/// Events read from sled per step.
-const CHUNK: usize = 512;
-/// Messages buffered per subscriber before its task waits for the client.
-const BUFFER: usize = 1024;
+/// Events read from sled per step, and sent to the client's stream as one chunk.
+const CHUNK: usize = 1024;
+/// Chunks buffered per subscriber before its task waits for the client.
+const BUFFER: usize = 4;
 
-pub type EventStream = ReceiverStream<Result<pb::SubscribeEventsResponse, Status>>;
+/// The stream of encoded `SubscribeEventsResponse` messages of one subscriber.
+///
+/// The log is stored as encoded responses (`shared::codec` log blocks), so it
+/// goes out without being decoded and encoded again (see `routes.rs`).
+pub struct EventStream {
+    chunks: mpsc::Receiver<Result<Vec<Bytes>, Status>>,
+    current: std::vec::IntoIter<Bytes>,
+}
+
+impl Stream for EventStream {
+    type Item = Result<Bytes, Status>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        loop {
+            if let Some(message) = self.current.next() {
+                return Poll::Ready(Some(Ok(message)));
+            }
+            match std::task::ready!(self.chunks.poll_recv(cx)) {
+                Some(Ok(chunk)) => self.current = chunk.into_iter(),
+                Some(Err(status)) => return Poll::Ready(Some(Err(status))),
+                None => return Poll::Ready(None),
+            }
+        }
+    }
+}
+
+type Sender = mpsc::Sender<Result<Vec<Bytes>, Status>>;
 
 pub struct Subscription {
     pub store: Store,
@@ -31,19 +62,55 @@ pub struct Subscription {
     pub shutdown: watch::Receiver<bool>,
 }
 
+/// Why a chunk of the log could not be read.
+enum ReadError {
+    /// The log has no event at `expected` although the head is past it.
+    Gap {
+        expected: u64,
+        found: Option<u64>,
+    },
+    Store(StoreError),
+}
+
+/// Reads about `CHUNK` events from `from` on, as encoded
+/// `SubscribeEventsResponse` messages: (messages, position of the last one).
+fn read_chunk(store: &Store, from: u64, head: u64) -> Result<(Vec<Bytes>, u64), ReadError> {
+    let events = store
+        .read_events(from, head, CHUNK)
+        .map_err(ReadError::Store)?;
+    let mut messages = Vec::with_capacity(events.len());
+    let mut expected = from;
+    for (position, message) in events {
+        if position != expected {
+            return Err(ReadError::Gap {
+                expected,
+                found: Some(position),
+            });
+        }
+        messages.push(message);
+        expected += 1;
+    }
+    if messages.is_empty() {
+        return Err(ReadError::Gap {
+            expected,
+            found: None,
+        });
+    }
+    Ok((messages, expected - 1))
+}
+
 impl Subscription {
     /// Starts streaming every event after `after_position`.
     pub fn start(self, after_position: u64) -> EventStream {
         let (tx, rx) = mpsc::channel(BUFFER);
         tokio::spawn(self.run(after_position, tx));
-        ReceiverStream::new(rx)
+        EventStream {
+            chunks: rx,
+            current: Vec::new().into_iter(),
+        }
     }
 
-    async fn run(
-        mut self,
-        mut sent: u64,
-        tx: mpsc::Sender<Result<pb::SubscribeEventsResponse, Status>>,
-    ) {
+    async fn run(mut self, mut sent: u64, tx: Sender) {
         let mut announced_caught_up = false;
         loop {
             let head = *self.head.borrow_and_update();
@@ -51,15 +118,20 @@ impl Subscription {
                 let store = self.store.clone();
                 let from = sent + 1;
                 let chunk =
-                    tokio::task::spawn_blocking(move || store.read_events(from, head, CHUNK)).await;
-                let events = match chunk {
-                    Ok(Ok(events)) if !events.is_empty() => events,
-                    Ok(Ok(_)) => {
-                        tracing::error!(from, head, "event log has a gap below the head");
+                    tokio::task::spawn_blocking(move || read_chunk(&store, from, head)).await;
+                let (messages, last) = match chunk {
+                    Ok(Ok(read)) => read,
+                    Ok(Err(ReadError::Gap { expected, found })) => {
+                        tracing::error!(
+                            expected,
+                            ?found,
+                            head,
+                            "event log has a gap below the head"
+                        );
                         let _ = tx.send(Err(Status::internal("event log is damaged"))).await;
                         return;
                     }
-                    Ok(Err(e)) => {
+                    Ok(Err(ReadError::Store(e))) => {
                         tracing::error!(error = %e, from, "reading the event log failed");
                         let _ = tx
                             .send(Err(Status::unavailable("reading the event log failed")))
@@ -71,25 +143,14 @@ impl Subscription {
                         return;
                     }
                 };
-                for event in events {
-                    let position = event.position;
-                    if position != sent + 1 {
-                        tracing::error!(expected = sent + 1, found = position, "event log gap");
-                        let _ = tx.send(Err(Status::internal("event log is damaged"))).await;
-                        return;
-                    }
-                    let msg = pb::SubscribeEventsResponse {
-                        kind: Some(Kind::Event(event)),
-                    };
-                    if !self.deliver(&tx, msg).await {
-                        return; // the client left, or the service is stopping
-                    }
-                    sent = position;
+                if !self.deliver(&tx, messages).await {
+                    return; // the client left, or the service is stopping
                 }
+                sent = last;
             }
             if !announced_caught_up {
                 announced_caught_up = true;
-                if !self.deliver(&tx, heartbeat(head)).await {
+                if !self.deliver(&tx, vec![heartbeat(head)]).await {
                     return;
                 }
             }
@@ -101,7 +162,7 @@ impl Subscription {
                 }
                 () = tokio::time::sleep(self.heartbeat_interval) => {
                     let head = *self.head.borrow();
-                    if sent >= head && !self.deliver(&tx, heartbeat(head)).await {
+                    if sent >= head && !self.deliver(&tx, vec![heartbeat(head)]).await {
                         return;
                     }
                 }
@@ -111,16 +172,12 @@ impl Subscription {
         }
     }
 
-    /// Sends one message. `false` when the client left or the service began
+    /// Sends messages. `false` when the client left or the service began
     /// stopping first: a subscriber that reads slowly (or not at all) keeps
     /// its buffer full, and the task must not wait on it past shutdown.
-    async fn deliver(
-        &mut self,
-        tx: &mpsc::Sender<Result<pb::SubscribeEventsResponse, Status>>,
-        msg: pb::SubscribeEventsResponse,
-    ) -> bool {
+    async fn deliver(&mut self, tx: &Sender, messages: Vec<Bytes>) -> bool {
         tokio::select! {
-            sent = tx.send(Ok(msg)) => sent.is_ok(),
+            sent = tx.send(Ok(messages)) => sent.is_ok(),
             () = stopped(&mut self.shutdown) => false,
         }
     }
@@ -131,8 +188,10 @@ async fn stopped(shutdown: &mut watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stop| *stop).await;
 }
 
-fn heartbeat(head_position: u64) -> pb::SubscribeEventsResponse {
+fn heartbeat(head_position: u64) -> Bytes {
     pb::SubscribeEventsResponse {
         kind: Some(Kind::Heartbeat(pb::Heartbeat { head_position })),
     }
+    .encode_to_vec()
+    .into()
 }

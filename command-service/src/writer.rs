@@ -196,10 +196,7 @@ impl Writer {
                 event,
             };
             let envelope = pb::EventEnvelope::from(&recorded);
-            pending
-                .batch
-                .events
-                .push((recorded.position, codec::encode_event(&envelope)));
+            pending.batch.push_event(recorded.position, &envelope);
             self.next_position += 1;
         }
         let result = CommandResult {

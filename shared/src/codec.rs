@@ -4,7 +4,9 @@
 //! - Rebuildable data (aggregate snapshots, read-model rows, checkpoints): bincode
 //!   behind a one-byte format version.
 //! - The event log, which lives forever: the protobuf `EventEnvelope` encoding,
-//!   which evolves safely.
+//!   which evolves safely. The command side stores it in *log blocks*: a format
+//!   byte, then consecutive events, each framed as the encoded
+//!   `SubscribeEventsResponse` that carries it, so the log streams as stored.
 //! - Log keys: the position as 8 big-endian bytes, so key order is position order.
 
 use prost::Message;
@@ -14,6 +16,11 @@ use crate::proto as pb;
 
 /// The format version written in front of every bincode value.
 const SNAPSHOT_FORMAT: u8 = 1;
+
+/// The format byte in front of every log block.
+const LOG_BLOCK_FORMAT: u8 = 1;
+/// `SubscribeEventsResponse.event` is field 1, length-delimited (wire type 2).
+const EVENT_FIELD_TAG: u8 = (1 << 3) | 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CodecError {
@@ -25,6 +32,10 @@ pub enum CodecError {
     Bincode(#[from] bincode::error::DecodeError),
     #[error("stored event does not decode: {0}")]
     Protobuf(#[from] prost::DecodeError),
+    #[error("log block has format version {0}, this build reads version {LOG_BLOCK_FORMAT}")]
+    UnknownLogFormat(u8),
+    #[error("log block is cut short or has a foreign field at byte {0}")]
+    BadLogBlock(usize),
 }
 
 fn config() -> impl bincode::config::Config {
@@ -57,6 +68,60 @@ pub fn decode_event(bytes: &[u8]) -> Result<pb::EventEnvelope, CodecError> {
     Ok(pb::EventEnvelope::decode(bytes)?)
 }
 
+/// An empty log block, ready for `push_log_event`.
+pub fn new_log_block() -> Vec<u8> {
+    vec![LOG_BLOCK_FORMAT]
+}
+
+/// Appends an event to a log block, framed as `SubscribeEventsResponse { event }`.
+pub fn push_log_event(block: &mut Vec<u8>, event: &pb::EventEnvelope) {
+    let len = event.encoded_len();
+    block.reserve(len + 11);
+    block.push(EVENT_FIELD_TAG);
+    prost::encoding::encode_varint(len as u64, block);
+    event
+        .encode(block)
+        .expect("a Vec grows to take any message");
+}
+
+/// Appends an already encoded `EventEnvelope` to a log block (see `push_log_event`).
+pub fn push_encoded_log_event(block: &mut Vec<u8>, envelope: &[u8]) {
+    block.reserve(envelope.len() + 11);
+    block.push(EVENT_FIELD_TAG);
+    prost::encoding::encode_varint(envelope.len() as u64, block);
+    block.extend_from_slice(envelope);
+}
+
+/// Where each event of a log block is, in order: byte ranges of encoded
+/// `SubscribeEventsResponse` messages.
+pub fn log_block_frames(block: &[u8]) -> Result<Vec<std::ops::Range<usize>>, CodecError> {
+    let (&format, _) = block.split_first().ok_or(CodecError::Empty)?;
+    if format != LOG_BLOCK_FORMAT {
+        return Err(CodecError::UnknownLogFormat(format));
+    }
+    let mut frames = Vec::new();
+    let mut at = 1;
+    while at < block.len() {
+        let start = at;
+        if block[at] != EVENT_FIELD_TAG {
+            return Err(CodecError::BadLogBlock(at));
+        }
+        let mut rest = &block[at + 1..];
+        let before = rest.len();
+        let len =
+            prost::encoding::decode_varint(&mut rest).map_err(|_| CodecError::BadLogBlock(at))?;
+        at += 1 + before - rest.len();
+        let end = usize::try_from(len)
+            .ok()
+            .and_then(|len| at.checked_add(len))
+            .filter(|end| *end <= block.len())
+            .ok_or(CodecError::BadLogBlock(start))?;
+        frames.push(start..end);
+        at = end;
+    }
+    Ok(frames)
+}
+
 /// The sled key of a log position: big-endian, so iteration order is position order.
 pub fn position_key(position: u64) -> [u8; 8] {
     position.to_be_bytes()
@@ -83,6 +148,63 @@ mod tests {
             Err(CodecError::UnknownFormat(9))
         ));
         assert!(decode_snapshot::<(u64, String)>(&[]).is_err());
+    }
+
+    #[test]
+    fn log_block_frames_are_subscribe_responses() {
+        let events: Vec<pb::EventEnvelope> = (1..=3)
+            .map(|position| pb::EventEnvelope {
+                position,
+                // 200 bytes: a length that needs a two-byte varint.
+                event_id: "e".repeat(200),
+                order_id: "o-1".into(),
+                version: position,
+                ..Default::default()
+            })
+            .collect();
+        let mut block = new_log_block();
+        push_log_event(&mut block, &events[0]);
+        push_encoded_log_event(&mut block, &events[1].encode_to_vec());
+        push_log_event(&mut block, &events[2]);
+        let frames = log_block_frames(&block).unwrap();
+        assert_eq!(frames.len(), 3);
+        for (range, event) in frames.into_iter().zip(events) {
+            let expected = pb::SubscribeEventsResponse {
+                kind: Some(pb::subscribe_events_response::Kind::Event(event)),
+            };
+            assert_eq!(&block[range], expected.encode_to_vec().as_slice());
+        }
+        assert!(log_block_frames(&new_log_block()).unwrap().is_empty());
+    }
+
+    #[test]
+    fn damaged_log_blocks_are_refused() {
+        let mut block = new_log_block();
+        push_log_event(&mut block, &pb::EventEnvelope::default());
+        push_log_event(
+            &mut block,
+            &pb::EventEnvelope {
+                position: 9,
+                ..Default::default()
+            },
+        );
+        assert!(matches!(
+            log_block_frames(&block[..block.len() - 1]),
+            Err(CodecError::BadLogBlock(_))
+        ));
+        let mut other = block.clone();
+        other[0] = 2;
+        assert!(matches!(
+            log_block_frames(&other),
+            Err(CodecError::UnknownLogFormat(2))
+        ));
+        assert!(matches!(log_block_frames(&[]), Err(CodecError::Empty)));
+        let mut foreign = block;
+        foreign[1] = 0x12;
+        assert!(matches!(
+            log_block_frames(&foreign),
+            Err(CodecError::BadLogBlock(1))
+        ));
     }
 
     #[test]

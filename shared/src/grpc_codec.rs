@@ -7,6 +7,10 @@
 //! field, where `tonic_prost::ProstCodec` answers `INTERNAL`. `build.rs` wires it
 //! into the generated code with `codec_path`.
 //!
+//! `PreEncodedCodec` is the same codec for a server whose responses are
+//! already encoded (command-service streams its stored log without decoding
+//! and re-encoding each event).
+//!
 //! tonic checks a message's length against the decoding limit before any codec
 //! sees it, and answers `OUT_OF_RANGE`; the SPEC's error model wants
 //! `RESOURCE_EXHAUSTED` for an over-size request. `OversizeLayer` rewrites that
@@ -15,9 +19,10 @@
 use std::marker::PhantomData;
 use std::task::{Context, Poll};
 
+use bytes::{BufMut, Bytes};
 use futures::future::{MapOk, TryFutureExt};
 use prost::Message;
-use tonic::codec::{Codec, DecodeBuf, Decoder};
+use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::codegen::http;
 use tonic::codegen::Service;
 use tonic::Status;
@@ -70,6 +75,60 @@ impl<U: Message + Default> Decoder for OrdersDecoder<U> {
         U::decode(buf)
             .map(Some)
             .map_err(|e| Status::invalid_argument(describe_decode_error(&e)))
+    }
+}
+
+/// A server codec whose responses are protobuf messages encoded beforehand:
+/// each `Bytes` is written as one gRPC message as it is. Requests decode like
+/// `OrdersCodec`'s.
+#[derive(Debug, Clone)]
+pub struct PreEncodedCodec<U> {
+    _type: PhantomData<U>,
+}
+
+impl<U> Default for PreEncodedCodec<U> {
+    fn default() -> Self {
+        PreEncodedCodec { _type: PhantomData }
+    }
+}
+
+impl<U> Codec for PreEncodedCodec<U>
+where
+    U: Message + Default + Send + 'static,
+{
+    type Encode = Bytes;
+    type Decode = U;
+    type Encoder = PreEncodedEncoder;
+    type Decoder = OrdersDecoder<U>;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        PreEncodedEncoder
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        OrdersDecoder { _type: PhantomData }
+    }
+}
+
+/// Copies an encoded message into the response.
+#[derive(Debug, Clone, Copy)]
+pub struct PreEncodedEncoder;
+
+/// Streams of many small messages: fill 64 KiB before handing a chunk to
+/// HTTP/2 (tonic's default yields every 32 KiB from an 8 KiB buffer).
+const STREAM_BUFFER_BYTES: usize = 64 * 1024;
+
+impl Encoder for PreEncodedEncoder {
+    type Item = Bytes;
+    type Error = Status;
+
+    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        dst.put_slice(&item);
+        Ok(())
+    }
+
+    fn buffer_settings(&self) -> BufferSettings {
+        BufferSettings::new(STREAM_BUFFER_BYTES, STREAM_BUFFER_BYTES)
     }
 }
 
