@@ -1,9 +1,13 @@
 //! The single writer: decides commands against the current aggregates and
-//! commits them in groups, one atomic sled transaction and one flush per group.
+//! commits them in groups, one atomic sled transaction per group.
 //!
-//! Runs on its own OS thread (sled calls block). Every reply is sent only after
-//! its group is flushed, and the new head position is published only then, so
-//! neither clients nor subscribers ever see a write that a crash could undo.
+//! Runs on its own OS thread (sled calls block), with a flusher thread behind
+//! it: while the flusher makes group N durable, the writer already decides and
+//! writes group N+1. Every reply (acknowledgement or refusal, since a refusal
+//! may rest on group N's state) is sent by the flusher only after a flush that
+//! began after its group was decided, and the new head position is published
+//! only then, so neither clients nor subscribers ever see a write that a crash
+//! could undo.
 
 use std::collections::HashMap;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -52,25 +56,96 @@ pub fn spawn(
 ) -> Result<(WriterHandle, std::thread::JoinHandle<()>), CommandError> {
     let next_position = store.head()? + 1;
     let (jobs, queue) = mpsc::channel(max_batch.max(64) * 4);
+    let (decided, flusher_queue) = std::sync::mpsc::sync_channel(FLUSH_QUEUE);
+    let flusher = Flusher {
+        store: store.clone(),
+        queue: flusher_queue,
+        head,
+    };
+    let spawn_error = |e| CommandError::Storage(sled::Error::Io(e).into());
+    let flusher = std::thread::Builder::new()
+        .name("command-flusher".into())
+        .spawn(move || flusher.run())
+        .map_err(spawn_error)?;
     let writer = Writer {
         store,
         queue,
         max_batch,
-        head,
+        decided,
         next_position,
     };
     let thread = std::thread::Builder::new()
         .name("command-writer".into())
-        .spawn(move || writer.run())
-        .map_err(|e| CommandError::Storage(sled::Error::Io(e).into()))?;
+        .spawn(move || {
+            writer.run();
+            // The writer dropped its end of the flush queue: the flusher
+            // answers what is left and ends.
+            if flusher.join().is_err() {
+                tracing::error!("the flusher thread panicked");
+            }
+        })
+        .map_err(spawn_error)?;
     Ok((WriterHandle { jobs }, thread))
+}
+
+/// Groups decided and written but not yet flushed; the writer waits when this
+/// many are queued.
+const FLUSH_QUEUE: usize = 8;
+
+/// A decided group on its way to the flusher.
+struct Decided {
+    /// The last position the group wrote, if it wrote any.
+    last_position: Option<u64>,
+    outcomes: Vec<(Reply, Result<CommandResult, CommandError>)>,
+}
+
+/// Makes written groups durable and only then answers them.
+struct Flusher {
+    store: Store,
+    queue: std::sync::mpsc::Receiver<Decided>,
+    head: watch::Sender<u64>,
+}
+
+impl Flusher {
+    fn run(self) {
+        while let Ok(first) = self.queue.recv() {
+            // Everything queued so far shares one flush.
+            let mut groups = vec![first];
+            groups.extend(self.queue.try_iter());
+            // Written but perhaps not durable when the flush fails: the
+            // positions stay taken (a later flush may still persist them), and
+            // nothing is acknowledged.
+            match self.store.flush() {
+                Ok(()) => {
+                    if let Some(last) = groups.iter().filter_map(|g| g.last_position).max() {
+                        self.head.send_replace(last);
+                    }
+                    for (reply, outcome) in groups.into_iter().flat_map(|g| g.outcomes) {
+                        let _ = reply.send(outcome);
+                    }
+                }
+                Err(e) => {
+                    let commands: usize = groups.iter().map(|g| g.outcomes.len()).sum();
+                    tracing::error!(error = %e, commands, "flush failed");
+                    for (reply, _) in groups.into_iter().flat_map(|g| g.outcomes) {
+                        let _ = reply.send(Err(CommandError::Storage(clone_store_error(&e))));
+                    }
+                }
+            }
+        }
+        if let Err(e) = self.store.flush() {
+            tracing::error!(error = %e, "final flush failed");
+        }
+        tracing::info!("writer stopped");
+    }
 }
 
 struct Writer {
     store: Store,
     queue: mpsc::Receiver<Job>,
     max_batch: usize,
-    head: watch::Sender<u64>,
+    /// Where decided groups go to be flushed and answered.
+    decided: std::sync::mpsc::SyncSender<Decided>,
     /// The position the next event gets.
     next_position: u64,
 }
@@ -99,10 +174,6 @@ impl Writer {
             metrics::histogram!("orders_commit_batch_size").record(jobs.len() as f64);
             self.commit_group(&mut jobs);
         }
-        if let Err(e) = self.store.flush() {
-            tracing::error!(error = %e, "final flush failed");
-        }
-        tracing::info!("writer stopped");
     }
 
     fn commit_group(&mut self, jobs: &mut Vec<Job>) {
@@ -117,31 +188,37 @@ impl Writer {
             })
             .collect();
         pending.batch.orders.extend(pending.orders.drain());
-        let written = if pending.batch.is_empty() {
-            Ok(())
+        if pending.batch.is_empty() {
+            // Nothing to write, but the answers may rest on state the flusher
+            // has not made durable yet: they queue behind it like any group.
+            self.hand_over(None, outcomes);
         } else if let Err(e) = self.store.write(&pending.batch) {
-            // The transaction wrote nothing: the positions are free again.
+            // The transaction wrote nothing: the positions are free again, and
+            // the refusal needs no flush.
             self.next_position = first_position;
-            Err(e)
-        } else {
-            // Written but perhaps not durable: the positions stay taken (a later
-            // flush may still persist them), and nothing is acknowledged.
-            self.store.flush()
-        };
-        match written {
-            Ok(()) => {
-                if self.next_position > first_position {
-                    self.head.send_replace(self.next_position - 1);
-                }
-                for (reply, outcome) in outcomes {
-                    let _ = reply.send(outcome);
-                }
+            tracing::error!(error = %e, commands = outcomes.len(), "group commit failed");
+            for (reply, _) in outcomes {
+                let _ = reply.send(Err(CommandError::Storage(clone_store_error(&e))));
             }
-            Err(e) => {
-                tracing::error!(error = %e, commands = outcomes.len(), "group commit failed");
-                for (reply, _) in outcomes {
-                    let _ = reply.send(Err(CommandError::Storage(clone_store_error(&e))));
-                }
+        } else {
+            self.hand_over(Some(self.next_position - 1), outcomes);
+        }
+    }
+
+    fn hand_over(
+        &self,
+        last_position: Option<u64>,
+        outcomes: Vec<(Reply, Result<CommandResult, CommandError>)>,
+    ) {
+        let group = Decided {
+            last_position,
+            outcomes,
+        };
+        if let Err(std::sync::mpsc::SendError(group)) = self.decided.send(group) {
+            // Only if the flusher thread died: nothing can be made durable.
+            tracing::error!("the flusher is gone");
+            for (reply, _) in group.outcomes {
+                let _ = reply.send(Err(CommandError::ShuttingDown));
             }
         }
     }
