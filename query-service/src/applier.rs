@@ -1,5 +1,5 @@
 //! The single writer of the read models: takes the events the subscriber
-//! received, applies them in batches (one sled transaction per batch, checkpoint
+//! received, applies them in batches (one atomic sled batch each, checkpoint
 //! included), then wakes waiting queries and watchers. Stops at the first event
 //! it cannot apply and reports it, keeping the last good state served.
 
@@ -144,7 +144,7 @@ impl Applier {
         }
     }
 
-    /// sled transactions block: run them off the async workers.
+    /// sled writes block: run them off the async workers.
     async fn apply_blocking(
         &self,
         events: Vec<RecordedEvent>,

@@ -51,7 +51,7 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(8..=65_536))]
     pub cache_mb: u64,
 
-    /// Most events applied in one sled transaction. Large batches matter when
+    /// Most events applied in one atomic sled batch. Large batches matter when
     /// catching up (BENCHMARKS.md: 4096 applies about 1.3x faster than 512);
     /// live traffic makes small batches anyway.
     #[arg(long, env = "QUERY_MAX_BATCH", default_value_t = 4096,

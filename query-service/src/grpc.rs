@@ -15,7 +15,7 @@ use tonic::{Request, Response, Status};
 use crate::analytics::AnalyticsReport;
 use crate::deadline::wait_deadline;
 use crate::error::QueryError;
-use crate::order_row::OrderRow;
+use crate::order_row::{OrderRow, SummaryRow};
 use crate::page_token::{self, Scope};
 use crate::status::ProjectionStatus;
 use crate::store::{Page, Store};
@@ -75,10 +75,10 @@ pub fn order_view(row: &OrderRow) -> pb::OrderView {
     }
 }
 
-fn order_summary(row: &OrderRow) -> pb::OrderSummary {
+fn order_summary(row: SummaryRow) -> pb::OrderSummary {
     pb::OrderSummary {
-        order_id: row.order_id.clone(),
-        customer_id: row.customer_id.clone(),
+        order_id: row.order_id,
+        customer_id: row.customer_id,
         status: pb::OrderStatus::from(row.status) as i32,
         total_cents: row.total_cents,
         item_count: row.item_count,
@@ -133,7 +133,7 @@ impl QueryApi {
     }
 
     fn page_response(page: Page, scope: Scope<'_>) -> (Vec<pb::OrderSummary>, String) {
-        let orders = page.rows.iter().map(order_summary).collect();
+        let orders = page.rows.into_iter().map(order_summary).collect();
         let token = page
             .next_cursor
             .map(|cursor| page_token::encode(scope, cursor))

@@ -1,5 +1,6 @@
-//! The stored order view: one row per order, everything `GetOrder` and the
-//! order lists answer with, denormalized from the events.
+//! The stored order view: one row per order, everything `GetOrder` answers
+//! with, denormalized from the events; and the summary of it the order lists
+//! answer with.
 
 use serde::{Deserialize, Serialize};
 use shared::domain::{Line, OrderStatus, Timestamp};
@@ -28,4 +29,29 @@ pub struct OrderRow {
     pub carrier: String,
     pub tracking_number: String,
     pub cancel_reason: String,
+}
+
+/// What the order lists answer for one order: stored as the value of each list
+/// index entry, so a page is read from the index alone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SummaryRow {
+    pub order_id: String,
+    pub customer_id: String,
+    pub status: OrderStatus,
+    pub total_cents: i64,
+    pub item_count: u64,
+    pub created_at: Timestamp,
+}
+
+impl From<&OrderRow> for SummaryRow {
+    fn from(row: &OrderRow) -> Self {
+        SummaryRow {
+            order_id: row.order_id.clone(),
+            customer_id: row.customer_id.clone(),
+            status: row.status,
+            total_cents: row.total_cents,
+            item_count: row.item_count,
+            created_at: row.created_at,
+        }
+    }
 }

@@ -1,6 +1,6 @@
 //! How one event changes the read models: a pure function from the order's row
 //! (if any) and the analytics totals to the new row. No storage here; the store
-//! runs it inside its transaction.
+//! runs it for each event of a batch before writing the batch.
 
 use shared::domain::{Event, OrderStatus, RecordedEvent};
 
@@ -39,7 +39,7 @@ pub struct Applied {
 }
 
 /// Applies `event` to `current` and to `analytics`. On error neither is usable
-/// and the caller must abort its transaction.
+/// and the caller must store nothing of its batch.
 pub fn apply(
     current: Option<OrderRow>,
     recorded: &RecordedEvent,
