@@ -1,16 +1,22 @@
 //! All of command-service's sled calls: aggregate snapshots, the event log and
-//! idempotency keys, written together in one multi-tree transaction.
+//! idempotency keys, kept in one tree and written together by one
+//! `Tree::apply_batch` per group (atomic, across a crash too, and much cheaper
+//! than a multi-tree transaction, which stages every write and reads each
+//! key's old value).
 //!
-//! | tree | key | value |
+//! The first key byte says what an entry is:
+//!
+//! | entry | key | value |
 //! |---|---|---|
-//! | `orders` | order id | bincode `Order` snapshot (rebuildable from the log) |
-//! | `log` | position of the block's first event (u64 BE) | log block: format byte, then consecutive events, each an encoded `SubscribeEventsResponse` carrying its `EventEnvelope` (`shared::codec`) |
-//! | `commands` | command id | bincode `StoredCommand` |
+//! | order | `o`, order id | bincode `Order` snapshot (rebuildable from the log) |
+//! | log block | `l`, position of the block's first event (u64 BE) | log block: format byte, then consecutive events, each an encoded `SubscribeEventsResponse` carrying its `EventEnvelope` (`shared::codec`) |
+//! | command | `c`, command id | bincode `StoredCommand` |
 //!
 //! A group commit writes its events as blocks of up to `BLOCK_BYTES`, so a
 //! subscriber's read costs one sled lookup per block, not per event, and the
-//! bytes go to the client as stored. Directories written before log blocks
-//! (tree `events`, one envelope per position) are converted once at open.
+//! bytes go to the client as stored. A directory of the first layout (trees
+//! `orders`, `events` with one envelope per position, `commands`) is converted
+//! once at open.
 
 use std::path::Path;
 
@@ -19,8 +25,6 @@ use serde::{Deserialize, Serialize};
 use shared::codec::{self, position_from_key, position_key};
 use shared::domain::{CommandId, Order, OrderId};
 use shared::proto as pb;
-use sled::transaction::{ConflictableTransactionError, TransactionError};
-use sled::Transactional;
 
 use crate::error::StoreError;
 
@@ -74,16 +78,68 @@ impl WriteBatch {
     }
 }
 
+/// Writes for one tree, applied in sled batches of bounded size.
+struct Batch<'a> {
+    tree: &'a sled::Tree,
+    writes: sled::Batch,
+    count: usize,
+}
+
+impl<'a> Batch<'a> {
+    fn new(tree: &'a sled::Tree) -> Self {
+        Batch {
+            tree,
+            writes: sled::Batch::default(),
+            count: 0,
+        }
+    }
+
+    fn insert(&mut self, key: Vec<u8>, value: sled::IVec) -> Result<(), StoreError> {
+        self.writes.insert(key, value);
+        self.count += 1;
+        if self.count == 4096 {
+            self.finish()?;
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<(), StoreError> {
+        self.tree.apply_batch(std::mem::take(&mut self.writes))?;
+        self.count = 0;
+        Ok(())
+    }
+}
+
 /// The command side's database. Cheap to clone (sled handles are reference counted).
 #[derive(Clone)]
 pub struct Store {
     db: sled::Db,
-    /// order_id -> snapshot of the `Order` aggregate (rebuildable from the log).
-    orders: sled::Tree,
-    /// position of a block's first event (8 bytes big-endian) -> log block.
-    log: sled::Tree,
-    /// command_id -> `StoredCommand`.
-    commands: sled::Tree,
+    /// Orders, log blocks and commands, by key prefix.
+    data: sled::Tree,
+}
+
+const ORDER: u8 = b'o';
+const LOG: u8 = b'l';
+const COMMAND: u8 = b'c';
+
+fn key(prefix: u8, rest: &[u8]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(1 + rest.len());
+    key.push(prefix);
+    key.extend_from_slice(rest);
+    key
+}
+
+fn log_key(position: u64) -> [u8; 9] {
+    let mut key = [LOG; 9];
+    key[1..].copy_from_slice(&position_key(position));
+    key
+}
+
+fn position_of(log_key: &[u8]) -> Result<u64, StoreError> {
+    log_key
+        .strip_prefix(&[LOG])
+        .and_then(position_from_key)
+        .ok_or_else(|| StoreError::LogKey(log_key.to_vec()))
 }
 
 /// Why the database could not be opened, in words for the one-line start-up error.
@@ -93,7 +149,7 @@ pub enum OpenError {
     Locked(String),
     #[error("cannot open data directory {dir}: {source}")]
     Other { dir: String, source: sled::Error },
-    #[error("cannot convert the event log in {dir} to log blocks: {source}")]
+    #[error("cannot convert the data in {dir} to the current layout: {source}")]
     Convert { dir: String, source: StoreError },
 }
 
@@ -116,20 +172,13 @@ impl Store {
                     source,
                 },
             })?;
-        let open_tree = |name: &str| {
-            db.open_tree(name).map_err(|source| OpenError::Other {
-                dir: shown.clone(),
-                source,
-            })
-        };
-        let store = Store {
-            orders: open_tree("orders")?,
-            log: open_tree("log")?,
-            commands: open_tree("commands")?,
-            db,
-        };
+        let data = db.open_tree("data").map_err(|source| OpenError::Other {
+            dir: shown.clone(),
+            source,
+        })?;
+        let store = Store { db, data };
         store
-            .convert_per_event_log()
+            .convert_first_layout()
             .map_err(|e| OpenError::Convert {
                 dir: shown.clone(),
                 source: e,
@@ -137,78 +186,76 @@ impl Store {
         Ok(store)
     }
 
-    /// Moves a log written before log blocks (tree `events`: position ->
-    /// envelope) into `log`. Block boundaries depend only on the old log, so a
-    /// conversion cut short by a crash is simply done again at the next open.
-    fn convert_per_event_log(&self) -> Result<(), StoreError> {
-        const OLD_TREE: &str = "events";
-        if !self
-            .db
-            .tree_names()
-            .iter()
-            .any(|n| n.as_ref() == OLD_TREE.as_bytes())
-        {
+    /// Moves the first layout's trees (`orders`, `events`: position ->
+    /// envelope, `commands`) into `data`, then drops them. Keys, values and
+    /// block boundaries depend only on the old trees, so a conversion cut
+    /// short by a crash is simply done again at the next open.
+    fn convert_first_layout(&self) -> Result<(), StoreError> {
+        let names = self.db.tree_names();
+        let present = |name: &str| names.iter().any(|n| n.as_ref() == name.as_bytes());
+        if !["orders", "events", "commands"].iter().any(|n| present(n)) {
             return Ok(());
         }
-        let old = self.db.open_tree(OLD_TREE)?;
-        if !old.is_empty() {
-            tracing::info!(
-                events = old.len(),
-                "converting the event log to log blocks (once)"
-            );
-        }
-        let mut batch = sled::Batch::default();
-        let mut blocks_in_batch = 0;
-        let mut open: Option<(u64, Vec<u8>)> = None;
-        for entry in old.iter() {
-            let (key, envelope) = entry?;
-            let position =
-                position_from_key(&key).ok_or_else(|| StoreError::LogKey(key.to_vec()))?;
-            let (_, block) = open.get_or_insert_with(|| (position, codec::new_log_block()));
-            codec::push_encoded_log_event(block, &envelope);
-            if block.len() >= BLOCK_BYTES {
-                let (first, block) = open.take().expect("a block is open");
-                batch.insert(&position_key(first), block);
-                blocks_in_batch += 1;
-                if blocks_in_batch == 1024 {
-                    self.log.apply_batch(std::mem::take(&mut batch))?;
-                    blocks_in_batch = 0;
+        tracing::info!("converting the data directory to the single-tree layout (once)");
+        let mut batch = Batch::new(&self.data);
+        for (name, prefix) in [("orders", ORDER), ("commands", COMMAND)] {
+            if present(name) {
+                for entry in self.db.open_tree(name)?.iter() {
+                    let (id, value) = entry?;
+                    batch.insert(key(prefix, &id), value)?;
                 }
             }
         }
-        if let Some((first, block)) = open {
-            batch.insert(&position_key(first), block);
+        if present("events") {
+            let mut open: Option<(u64, Vec<u8>)> = None;
+            for entry in self.db.open_tree("events")?.iter() {
+                let (position_bytes, envelope) = entry?;
+                let position = position_from_key(&position_bytes)
+                    .ok_or_else(|| StoreError::LogKey(position_bytes.to_vec()))?;
+                let (_, block) = open.get_or_insert_with(|| (position, codec::new_log_block()));
+                codec::push_encoded_log_event(block, &envelope);
+                if block.len() >= BLOCK_BYTES {
+                    let (first, block) = open.take().expect("a block is open");
+                    batch.insert(log_key(first).to_vec(), block.into())?;
+                }
+            }
+            if let Some((first, block)) = open {
+                batch.insert(log_key(first).to_vec(), block.into())?;
+            }
         }
-        self.log.apply_batch(batch)?;
+        batch.finish()?;
         self.db.flush()?;
-        self.db.drop_tree(OLD_TREE)?;
+        for name in ["orders", "events", "commands"] {
+            if present(name) {
+                self.db.drop_tree(name)?;
+            }
+        }
         self.db.flush()?;
         Ok(())
     }
 
     /// The last position in the log (0 when empty).
     pub fn head(&self) -> Result<u64, StoreError> {
-        match self.log.last()? {
+        match self.data.scan_prefix([LOG]).next_back() {
             None => Ok(0),
-            Some((key, block)) => {
-                let first =
-                    position_from_key(&key).ok_or_else(|| StoreError::LogKey(key.to_vec()))?;
+            Some(entry) => {
+                let (key, block) = entry?;
                 let events = codec::log_block_frames(&block)?.len() as u64;
-                Ok(first + events - 1)
+                Ok(position_of(&key)? + events - 1)
             }
         }
     }
 
     /// The current state of an order; `Order::default()` when it does not exist.
     pub fn load_order(&self, id: &OrderId) -> Result<Order, StoreError> {
-        match self.orders.get(id.as_str())? {
+        match self.data.get(key(ORDER, id.as_str().as_bytes()))? {
             Some(bytes) => Ok(codec::decode_snapshot(&bytes)?),
             None => Ok(Order::default()),
         }
     }
 
     pub fn load_command(&self, id: &CommandId) -> Result<Option<StoredCommand>, StoreError> {
-        match self.commands.get(id.as_str())? {
+        match self.data.get(key(COMMAND, id.as_str().as_bytes()))? {
             Some(bytes) => Ok(Some(codec::decode_snapshot(&bytes)?)),
             None => Ok(None),
         }
@@ -225,17 +272,14 @@ impl Store {
         limit: usize,
     ) -> Result<Vec<(u64, Bytes)>, StoreError> {
         // The block holding `from` starts at or before it.
-        let start = match self.log.range(..=position_key(from)).next_back() {
-            Some(entry) => {
-                let key = entry?.0;
-                position_from_key(&key).ok_or_else(|| StoreError::LogKey(key.to_vec()))?
-            }
+        let start = match self.data.range(log_key(0)..=log_key(from)).next_back() {
+            Some(entry) => position_of(&entry?.0)?,
             None => return Ok(Vec::new()),
         };
         let mut events = Vec::new();
-        for entry in self.log.range(position_key(start)..=position_key(to)) {
+        for entry in self.data.range(log_key(start)..=log_key(to)) {
             let (key, block) = entry?;
-            let first = position_from_key(&key).ok_or_else(|| StoreError::LogKey(key.to_vec()))?;
+            let first = position_of(&key)?;
             let frames = codec::log_block_frames(&block)?;
             let block = Bytes::from_owner(block);
             for (position, frame) in (first..).zip(frames) {
@@ -256,32 +300,24 @@ impl Store {
     /// Writes a batch atomically: snapshots, events and keys all, or none.
     /// Not durable until `flush`.
     pub fn write(&self, batch: &WriteBatch) -> Result<(), StoreError> {
-        let orders: Vec<(&OrderId, Vec<u8>)> = batch
-            .orders
-            .iter()
-            .map(|(id, order)| (id, codec::encode_snapshot(order)))
-            .collect();
-        let commands: Vec<(&CommandId, Vec<u8>)> = batch
-            .commands
-            .iter()
-            .map(|(id, stored)| (id, codec::encode_snapshot(stored)))
-            .collect();
-        (&self.orders, &self.log, &self.commands)
-            .transaction(|(tx_orders, tx_log, tx_commands)| {
-                for (id, bytes) in &orders {
-                    tx_orders.insert(id.as_str(), bytes.as_slice())?;
-                }
-                for (first, block) in &batch.blocks {
-                    tx_log.insert(&position_key(*first), block.as_slice())?;
-                }
-                for (id, bytes) in &commands {
-                    tx_commands.insert(id.as_str(), bytes.as_slice())?;
-                }
-                Ok::<(), ConflictableTransactionError<sled::Error>>(())
-            })
-            .map_err(|e| match e {
-                TransactionError::Abort(e) | TransactionError::Storage(e) => StoreError::Sled(e),
-            })
+        let mut writes = sled::Batch::default();
+        for (id, order) in &batch.orders {
+            writes.insert(
+                key(ORDER, id.as_str().as_bytes()),
+                codec::encode_snapshot(order),
+            );
+        }
+        for (first, block) in &batch.blocks {
+            writes.insert(&log_key(*first), block.as_slice());
+        }
+        for (id, stored) in &batch.commands {
+            writes.insert(
+                key(COMMAND, id.as_str().as_bytes()),
+                codec::encode_snapshot(stored),
+            );
+        }
+        self.data.apply_batch(writes)?;
+        Ok(())
     }
 
     /// Makes everything written so far durable.
@@ -336,7 +372,8 @@ mod tests {
             }
             store.write(&batch).unwrap();
         }
-        assert!(store.log.len() > 4, "a big group is cut into blocks");
+        let blocks = store.data.scan_prefix([LOG]).count();
+        assert!(blocks > 4, "a big group is cut into blocks: {blocks}");
         assert_eq!(store.head().unwrap(), 60);
         let all = store.read_events(1, 60, 1000).unwrap();
         assert_eq!(positions(&all), (1..=60).collect::<Vec<_>>());
@@ -353,29 +390,54 @@ mod tests {
     }
 
     #[test]
-    fn a_log_written_one_event_per_key_is_converted_at_open() {
+    fn a_directory_of_the_first_layout_is_converted_at_open() {
         let dir = tempfile::tempdir().unwrap();
+        let order_id = OrderId::parse("order_id", "o-1").unwrap();
+        let command_id = CommandId::parse("command_id", "k-1").unwrap();
+        let order = Order {
+            version: 25,
+            ..Order::default()
+        };
+        let stored = StoredCommand {
+            fingerprint: vec![1, 2, 3],
+            result: CommandResult {
+                order_id: order_id.clone(),
+                version: 25,
+                position: 25,
+            },
+        };
         {
             let db = sled::open(dir.path()).unwrap();
-            let old = db.open_tree("events").unwrap();
+            let events = db.open_tree("events").unwrap();
             for position in 1..=25u64 {
-                old.insert(position_key(position), event(position).encode_to_vec())
+                events
+                    .insert(position_key(position), event(position).encode_to_vec())
                     .unwrap();
             }
+            db.open_tree("orders")
+                .unwrap()
+                .insert(order_id.as_str(), codec::encode_snapshot(&order))
+                .unwrap();
+            db.open_tree("commands")
+                .unwrap()
+                .insert(command_id.as_str(), codec::encode_snapshot(&stored))
+                .unwrap();
             db.flush().unwrap();
         }
         let store = Store::open(dir.path(), 1 << 20).unwrap();
         assert_eq!(store.head().unwrap(), 25);
         let all = store.read_events(1, 25, 1000).unwrap();
         assert_eq!(positions(&all), (1..=25).collect::<Vec<_>>());
-        assert!(!store
-            .db
-            .tree_names()
-            .iter()
-            .any(|name| name.as_ref() == b"events"));
+        assert_eq!(store.load_order(&order_id).unwrap(), order);
+        assert_eq!(store.load_command(&command_id).unwrap(), Some(stored));
+        let names = store.db.tree_names();
+        for old in ["orders", "events", "commands"] {
+            assert!(!names.iter().any(|n| n.as_ref() == old.as_bytes()), "{old}");
+        }
         drop(store);
-        // Opening again finds nothing left to convert and the same log.
+        // Opening again finds nothing left to convert and the same data.
         let store = Store::open(dir.path(), 1 << 20).unwrap();
         assert_eq!(store.head().unwrap(), 25);
+        assert_eq!(store.load_order(&order_id).unwrap().version, 25);
     }
 }
