@@ -101,6 +101,10 @@ impl Applier {
 
     /// Applies consecutive events; on a poison event, still commits those before it.
     async fn apply(&mut self, events: Vec<RecordedEvent>) -> Result<(), Poison> {
+        // From choosing whose rows to keep until they are handed to the
+        // watchers, nobody starts watching (watchers.rs).
+        let watchers = Arc::clone(&self.watchers);
+        let _registrations = watchers.hold_registrations().await;
         let applied_at = Some(now());
         let (events, result) = self.apply_blocking(events, applied_at).await?;
         match result {
@@ -151,9 +155,10 @@ impl Applier {
         applied_at: Option<Timestamp>,
     ) -> Result<(Vec<RecordedEvent>, Result<Vec<OrderRow>, ApplyError>), Poison> {
         let target = Arc::clone(&self.target);
+        let watchers = Arc::clone(&self.watchers);
         let first = events.first().map_or(0, |e| e.position);
         tokio::task::spawn_blocking(move || {
-            let result = target.apply(&events, applied_at);
+            let result = target.apply(&events, applied_at, |id| watchers.is_watched(id));
             (events, result)
         })
         .await

@@ -236,7 +236,7 @@ impl QueryService for QueryApi {
             OrderId::parse("order_id", &request.get_ref().order_id).map_err(QueryError::from)?;
         // Register first: a change committed after this point reaches `changes`,
         // one committed before it is in the view read next.
-        let (registration, mut changes) = self.watchers.register(order_id.as_str());
+        let (registration, mut changes) = self.watchers.register(order_id.as_str()).await;
         let current = self
             .store
             .active()

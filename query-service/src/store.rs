@@ -116,6 +116,16 @@ enum Trees {
     Legacy(legacy::Trees),
 }
 
+/// An order a batch touches while `Generation::apply` runs.
+struct Touched {
+    /// Its status before the batch; `None`: created in it.
+    before: Option<OrderStatus>,
+    /// The latest row (only taken out while an event is applied to it).
+    row: Option<OrderRow>,
+    /// Whether the row after each event is handed back.
+    keep: bool,
+}
+
 /// One page of an order list.
 #[derive(Debug, Default)]
 pub struct Page {
@@ -497,11 +507,13 @@ impl Generation {
     }
 
     /// Applies `events` (consecutive positions) and moves the checkpoint to the
-    /// last one, in one atomic batch. Returns the row after each event.
+    /// last one, in one atomic batch. Returns the row after each event of the
+    /// orders `keep` selects (asked once per order).
     pub fn apply(
         &self,
         events: &[RecordedEvent],
         applied_at: Option<Timestamp>,
+        keep: impl Fn(&str) -> bool,
     ) -> Result<Vec<OrderRow>, ApplyError> {
         let Trees::Current(tree) = &self.trees else {
             return Err(StoreError::OldLayout(legacy::LAYOUT).into());
@@ -512,30 +524,40 @@ impl Generation {
         // The applier is the only writer of a generation, so nothing read here
         // changes before the batch is applied.
         let mut stats = self.analytics()?;
-        let mut rows: Vec<OrderRow> = Vec::with_capacity(events.len());
-        // Each order this batch touches: its status before the batch (`None`:
-        // created in it) and the index in `rows` of its latest row. Rows and
-        // indexes are written once per order, not once per event; the batch is
-        // atomic, so the result is the same.
-        let mut touched: HashMap<&str, (Option<OrderStatus>, usize)> =
-            HashMap::with_capacity(events.len());
+        let mut kept: Vec<OrderRow> = Vec::new();
+        // Each order this batch touches. Rows and indexes are written once per
+        // order, not once per event; the batch is atomic, so the result is the same.
+        let mut touched: HashMap<&str, Touched> = HashMap::with_capacity(events.len());
         for (index, event) in events.iter().enumerate() {
             let key = event.order_id.as_str();
-            let current = match touched.get(key) {
-                Some(&(_, latest)) => Some(rows[latest].clone()),
-                None => self.order(key)?,
+            let (current, keeps) = match touched.get_mut(key) {
+                Some(t) => (t.row.take(), t.keep),
+                None => (self.order(key)?, keep(key)),
             };
             let applied = projection::apply(current, event, &mut stats)
                 .map_err(|error| ApplyError::Projection { index, error })?;
-            touched
-                .entry(key)
-                .and_modify(|(_, latest)| *latest = rows.len())
-                .or_insert((applied.previous_status, rows.len()));
-            rows.push(applied.row);
+            if keeps {
+                kept.push(applied.row.clone());
+            }
+            match touched.get_mut(key) {
+                Some(t) => t.row = Some(applied.row),
+                None => {
+                    touched.insert(
+                        key,
+                        Touched {
+                            before: applied.previous_status,
+                            row: Some(applied.row),
+                            keep: keeps,
+                        },
+                    );
+                }
+            }
         }
         let mut batch = Batch::default();
-        for (key, &(before, latest)) in &touched {
-            let row = &rows[latest];
+        for (key, t) in &touched {
+            let (before, Some(row)) = (t.before, &t.row) else {
+                continue;
+            };
             let created = row.created_position;
             if let Some(previous) = before.filter(|&previous| previous != row.status) {
                 batch.remove(status_key(previous, created));
@@ -555,7 +577,7 @@ impl Generation {
         };
         batch.insert(CHECKPOINT_KEY, encode_snapshot(&checkpoint));
         tree.apply_batch(batch).map_err(StoreError::from)?;
-        Ok(rows)
+        Ok(kept)
     }
 }
 
@@ -592,18 +614,23 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (store, target) = Store::open(dir.path(), 8 << 20, false).unwrap();
         let active = store.active();
-        active
+        let rows = active
             .apply(
                 &[created(1, "o1", "c1"), created(2, "o2", "c2")],
                 Some(Timestamp(9)),
+                |order_id| order_id == "o2",
             )
             .unwrap();
         assert_eq!(target.checkpoint().unwrap().position, 2);
+        // Rows are handed back only for the orders asked for.
+        let kept: Vec<_> = rows.iter().map(|r| r.order_id.as_str()).collect();
+        assert_eq!(kept, ["o2"]);
         // The second event repeats o1: the whole batch is refused, checkpoint unchanged.
         let err = active
             .apply(
                 &[created(3, "o3", "c1"), created(4, "o1", "c1")],
                 Some(Timestamp(9)),
+                |_| true,
             )
             .unwrap_err();
         assert!(matches!(err, ApplyError::Projection { index: 1, .. }));
@@ -620,7 +647,7 @@ mod tests {
         let events: Vec<_> = (1..=5)
             .map(|p| created(p, &format!("o{p}"), if p % 2 == 0 { "c" } else { "c1" }))
             .collect();
-        g.apply(&events, None).unwrap();
+        g.apply(&events, None, |_| true).unwrap();
         let first = g.recent_page(None, None, 2).unwrap();
         let ids: Vec<_> = first.rows.iter().map(|r| r.order_id.as_str()).collect();
         assert_eq!(ids, ["o5", "o4"]);
@@ -644,14 +671,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let (store, target) = Store::open(dir.path(), 8 << 20, false).unwrap();
-            target.apply(&[created(1, "o1", "c1")], None).unwrap();
+            target
+                .apply(&[created(1, "o1", "c1")], None, |_| true)
+                .unwrap();
             assert_eq!(store.active().number(), 1);
         }
         let (store, target) = Store::open(dir.path(), 8 << 20, true).unwrap();
         assert_eq!(target.number(), 2);
         assert_eq!(target.checkpoint().unwrap().position, 0);
         assert!(store.active().order("o1").unwrap().is_some());
-        target.apply(&[created(1, "o1", "c1")], None).unwrap();
+        target
+            .apply(&[created(1, "o1", "c1")], None, |_| true)
+            .unwrap();
         let old = store.switch_to(&target).unwrap();
         assert!(store.drop_retired(old).unwrap().is_none());
         drop((store, target));
@@ -665,8 +696,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (store, _) = Store::open(dir.path(), 8 << 20, false).unwrap();
         let g = store.active();
-        g.apply(&[created(1, "o1", "c1"), created(2, "o2", "c1")], None)
-            .unwrap();
+        g.apply(
+            &[created(1, "o1", "c1"), created(2, "o2", "c1")],
+            None,
+            |_| true,
+        )
+        .unwrap();
         let mut placed = created(3, "o1", "c1");
         placed.version = 2;
         placed.event = Event::OrderPlaced {
@@ -677,7 +712,7 @@ mod tests {
             item_count: 1,
             placed_at: Timestamp(3),
         };
-        g.apply(&[placed], None).unwrap();
+        g.apply(&[placed], None, |_| true).unwrap();
         let ids = |page: Page| -> Vec<(String, OrderStatus)> {
             page.rows
                 .into_iter()
@@ -749,19 +784,19 @@ mod tests {
         assert_eq!(rest.rows[0].order_id, "o1");
         assert_eq!(old.analytics().unwrap().draft, 3);
         assert!(
-            old.apply(&events, None).is_err(),
+            old.apply(&events, None, |_| true).is_err(),
             "layout 1 is never written"
         );
         drop(old);
 
         // A crash before the switch resumes the same rebuild.
-        target.apply(&events[..1], None).unwrap();
+        target.apply(&events[..1], None, |_| true).unwrap();
         drop((store, target));
         let (store, target) = Store::open(dir.path(), 8 << 20, false).unwrap();
         assert_eq!((store.active().number(), target.number()), (3, 4));
         assert_eq!(target.checkpoint().unwrap().position, 1);
 
-        target.apply(&events[1..], None).unwrap();
+        target.apply(&events[1..], None, |_| true).unwrap();
         let retired = store.switch_to(&target).unwrap();
         assert!(store.drop_retired(retired).unwrap().is_none());
         let names: Vec<_> = store.db.tree_names().into_iter().collect();
