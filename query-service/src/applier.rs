@@ -30,6 +30,22 @@ pub struct Applier {
     pub retired: Option<Arc<Generation>>,
 }
 
+/// An event as the subscriber hands it over: already read from its envelope
+/// (on the subscriber's task, so not on the applier's path), or why it cannot be.
+pub struct Received {
+    pub position: u64,
+    pub event: Result<RecordedEvent, String>,
+}
+
+impl From<pb::EventEnvelope> for Received {
+    fn from(envelope: pb::EventEnvelope) -> Self {
+        Received {
+            position: envelope.position,
+            event: RecordedEvent::try_from(&envelope).map_err(|e| e.to_string()),
+        }
+    }
+}
+
 /// Where and why applying stopped.
 struct Poison {
     position: u64,
@@ -46,7 +62,7 @@ fn now() -> Timestamp {
 impl Applier {
     /// Applies events from `events` until the channel closes (shutdown) or an
     /// event cannot be applied. `start` is the target generation's checkpoint.
-    pub async fn run(mut self, start: Checkpoint, mut events: mpsc::Receiver<pb::EventEnvelope>) {
+    pub async fn run(mut self, start: Checkpoint, mut events: mpsc::Receiver<Received>) {
         let mut next = start.position + 1;
         let mut last_log = Instant::now();
         if let Err(poison) = self.committed(Vec::new(), start) {
@@ -212,40 +228,35 @@ impl Applier {
     }
 }
 
-/// Reads the envelopes in order. Stops at the first one that cannot be read or
+/// Takes the events in order. Stops at the first one that cannot be read or
 /// does not follow the previous one (`next` is the position expected next).
-fn decode(batch: Vec<pb::EventEnvelope>, next: &mut u64) -> (Vec<RecordedEvent>, Option<Poison>) {
+fn decode(batch: Vec<Received>, next: &mut u64) -> (Vec<RecordedEvent>, Option<Poison>) {
     let mut out = Vec::with_capacity(batch.len());
-    for envelope in batch {
-        if envelope.position < *next {
-            tracing::warn!(
-                position = envelope.position,
-                "event received twice; ignored"
-            );
+    for received in batch {
+        let position = received.position;
+        if position < *next {
+            tracing::warn!(position, "event received twice; ignored");
             continue;
         }
-        if envelope.position > *next {
+        if position > *next {
             let poison = Poison {
                 position: *next,
                 error: format!(
-                    "the event stream skipped from position {} to {}",
-                    *next, envelope.position
+                    "the event stream skipped from position {} to {position}",
+                    *next
                 ),
             };
             return (out, Some(poison));
         }
-        match RecordedEvent::try_from(&envelope) {
+        match received.event {
             Ok(event) => {
                 out.push(event);
                 *next += 1;
             }
             Err(e) => {
                 let poison = Poison {
-                    position: envelope.position,
-                    error: format!(
-                        "event at position {} cannot be read: {e}",
-                        envelope.position
-                    ),
+                    position,
+                    error: format!("event at position {position} cannot be read: {e}"),
                 };
                 return (out, Some(poison));
             }
@@ -258,7 +269,11 @@ fn decode(batch: Vec<pb::EventEnvelope>, next: &mut u64) -> (Vec<RecordedEvent>,
 mod tests {
     use super::*;
 
-    fn envelope(position: u64) -> pb::EventEnvelope {
+    fn envelope(position: u64) -> Received {
+        Received::from(envelope_of(position))
+    }
+
+    fn envelope_of(position: u64) -> pb::EventEnvelope {
         pb::EventEnvelope {
             position,
             event_id: format!("e{position}"),
@@ -276,8 +291,9 @@ mod tests {
     #[test]
     fn decoding_stops_at_an_unknown_event_or_a_gap() {
         let mut next = 1;
-        let mut unknown = envelope(3);
+        let mut unknown = envelope_of(3);
         unknown.event = None;
+        let unknown = Received::from(unknown);
         let (events, poison) = decode(
             vec![envelope(1), envelope(2), unknown, envelope(4)],
             &mut next,

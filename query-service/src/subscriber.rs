@@ -1,11 +1,12 @@
 //! The link to the command side: subscribes to `SubscribeEvents` after the last
-//! position received, passes events on to the applier, tracks the head from
-//! heartbeats, and reconnects with jittered exponential backoff when the command
-//! side is down, the stream breaks, or it falls silent.
+//! position received, reads each event and passes it on to the applier, tracks
+//! the head from heartbeats, and reconnects with jittered exponential backoff
+//! when the command side is down, the stream breaks, or it falls silent.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::applier::Received;
 use crate::status::ProjectionStatus;
 use crate::upstream::Upstream;
 use rand::Rng;
@@ -61,7 +62,7 @@ impl Backoff {
 impl Subscriber {
     /// Streams every event after `after` into `events` until shutdown or until the
     /// applier goes away.
-    pub async fn run(mut self, mut after: u64, events: mpsc::Sender<pb::EventEnvelope>) {
+    pub async fn run(mut self, mut after: u64, events: mpsc::Sender<Received>) {
         let mut backoff = Backoff { attempt: 0 };
         loop {
             match self.subscribe_once(&mut after, &events).await {
@@ -118,11 +119,7 @@ impl Subscriber {
         Ok(response.into_inner())
     }
 
-    async fn subscribe_once(
-        &mut self,
-        after: &mut u64,
-        events: &mpsc::Sender<pb::EventEnvelope>,
-    ) -> Ended {
+    async fn subscribe_once(&mut self, after: &mut u64, events: &mpsc::Sender<Received>) -> Ended {
         let mut shutdown = self.shutdown.clone();
         let mut stream = tokio::select! {
             result = self.connect(*after) => match result {
@@ -159,7 +156,8 @@ impl Subscriber {
                     let position = event.position;
                     self.status.saw_position(position);
                     tokio::select! {
-                        sent = events.send(event) => {
+                        // Read here, beside the applier rather than on its path.
+                        sent = events.send(Received::from(event)) => {
                             if sent.is_err() {
                                 return Ended::ApplierGone;
                             }
