@@ -160,6 +160,12 @@ enum Scenario {
     },
 }
 
+/// The same allocator as the services, so the echo baseline is the limit of
+/// tonic on this machine under the same conditions, and the client costs the
+/// shared cores the same in every scenario.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()

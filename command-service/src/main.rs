@@ -6,6 +6,10 @@ use clap::Parser;
 use command_service::config::Config;
 use command_service::store::Store;
 
+/// mimalloc instead of glibc malloc, as in query-service (BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let mut config = Config::parse();
