@@ -46,8 +46,10 @@ pub struct Config {
     #[arg(long, env = "QUERY_REBUILD")]
     pub rebuild: bool,
 
-    /// sled page cache size in MiB.
-    #[arg(long, env = "QUERY_CACHE_MB", default_value_t = 128,
+    /// sled page cache size in MiB. sled's resident memory grows with it by
+    /// more than the figure (BENCHMARKS.md: a 1M-event catch-up peaks near
+    /// 210 MB at 32, 270 MB at 64, 290 MB at 128).
+    #[arg(long, env = "QUERY_CACHE_MB", default_value_t = 64,
           value_parser = clap::value_parser!(u64).range(8..=65_536))]
     pub cache_mb: u64,
 
