@@ -1,5 +1,6 @@
 //! The single writer: decides commands against the current aggregates and
-//! commits them in groups, one atomic sled transaction per group.
+//! commits them in groups, one atomic sled batch (`Tree::apply_batch`) per
+//! group.
 //!
 //! Runs on its own OS thread (sled calls block), with a flusher thread behind
 //! it: while the flusher makes group N durable, the writer already decides and
@@ -193,7 +194,7 @@ impl Writer {
             // has not made durable yet: they queue behind it like any group.
             self.hand_over(None, outcomes);
         } else if let Err(e) = self.store.write(&pending.batch) {
-            // The transaction wrote nothing: the positions are free again, and
+            // The batch wrote nothing: the positions are free again, and
             // the refusal needs no flush.
             self.next_position = first_position;
             tracing::error!(error = %e, commands = outcomes.len(), "group commit failed");
