@@ -333,6 +333,22 @@ mod tests {
 
     use super::*;
 
+    /// Opens the store on a directory whose previous handle was just dropped.
+    /// sled's IO threads can hold the directory lock for a moment after the
+    /// last handle goes, so `Locked` is retried for a while; any other
+    /// outcome is returned as it is.
+    fn reopen(dir: &Path) -> Store {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match Store::open(dir, 1 << 20) {
+                Err(OpenError::Locked(_)) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                opened => return opened.unwrap(),
+            }
+        }
+    }
+
     fn event(position: u64) -> pb::EventEnvelope {
         pb::EventEnvelope {
             position,
@@ -424,7 +440,7 @@ mod tests {
                 .unwrap();
             db.flush().unwrap();
         }
-        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        let store = reopen(dir.path());
         assert_eq!(store.head().unwrap(), 25);
         let all = store.read_events(1, 25, 1000).unwrap();
         assert_eq!(positions(&all), (1..=25).collect::<Vec<_>>());
@@ -436,7 +452,7 @@ mod tests {
         }
         drop(store);
         // Opening again finds nothing left to convert and the same data.
-        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        let store = reopen(dir.path());
         assert_eq!(store.head().unwrap(), 25);
         assert_eq!(store.load_order(&order_id).unwrap().version, 25);
     }

@@ -587,6 +587,22 @@ mod tests {
 
     use super::*;
 
+    /// Opens the store on a directory whose previous handle was just dropped.
+    /// sled's IO threads can hold the directory lock for a moment after the
+    /// last handle goes, so `Locked` is retried for a while; any other
+    /// outcome is returned as it is.
+    fn reopen(path: &Path, rebuild: bool) -> (Store, Arc<Generation>) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match Store::open(path, 8 << 20, rebuild) {
+                Err(StoreError::Locked(_)) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                opened => return opened.unwrap(),
+            }
+        }
+    }
+
     fn created(position: u64, order: &str, customer: &str) -> RecordedEvent {
         RecordedEvent {
             position,
@@ -676,7 +692,7 @@ mod tests {
                 .unwrap();
             assert_eq!(store.active().number(), 1);
         }
-        let (store, target) = Store::open(dir.path(), 8 << 20, true).unwrap();
+        let (store, target) = reopen(dir.path(), true);
         assert_eq!(target.number(), 2);
         assert_eq!(target.checkpoint().unwrap().position, 0);
         assert!(store.active().order("o1").unwrap().is_some());
@@ -686,7 +702,7 @@ mod tests {
         let old = store.switch_to(&target).unwrap();
         assert!(store.drop_retired(old).unwrap().is_none());
         drop((store, target));
-        let (store, target) = Store::open(dir.path(), 8 << 20, false).unwrap();
+        let (store, target) = reopen(dir.path(), false);
         assert_eq!((store.active().number(), target.number()), (2, 2));
         assert!(store.active().order("o1").unwrap().is_some());
     }
@@ -772,7 +788,7 @@ mod tests {
             .map(|p| created(p, &format!("o{p}"), "c1"))
             .collect();
         write_layout_1(dir.path(), &events);
-        let (store, target) = Store::open(dir.path(), 8 << 20, false).unwrap();
+        let (store, target) = reopen(dir.path(), false);
         let old = store.active();
         assert_eq!((old.number(), target.number()), (3, 4));
         assert_eq!(old.checkpoint().unwrap().position, 3);
@@ -792,7 +808,7 @@ mod tests {
         // A crash before the switch resumes the same rebuild.
         target.apply(&events[..1], None, |_| true).unwrap();
         drop((store, target));
-        let (store, target) = Store::open(dir.path(), 8 << 20, false).unwrap();
+        let (store, target) = reopen(dir.path(), false);
         assert_eq!((store.active().number(), target.number()), (3, 4));
         assert_eq!(target.checkpoint().unwrap().position, 1);
 
@@ -805,7 +821,7 @@ mod tests {
             "layout 1 trees are dropped"
         );
         drop((store, target));
-        let (store, target) = Store::open(dir.path(), 8 << 20, false).unwrap();
+        let (store, target) = reopen(dir.path(), false);
         assert_eq!((store.active().number(), target.number()), (4, 4));
         let page = store.active().recent_page(None, None, 10).unwrap();
         assert_eq!(page.rows.len(), 3);
