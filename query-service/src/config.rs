@@ -48,7 +48,7 @@ pub struct Config {
 
     /// sled page cache size in MiB. sled's resident memory grows with it by
     /// more than the figure (BENCHMARKS.md: a 1M-event catch-up peaks near
-    /// 210 MB at 32, 270 MB at 64, 290 MB at 128).
+    /// 210 MB at 32, 240-275 MB at 64, 275-300 MB at 128).
     #[arg(long, env = "QUERY_CACHE_MB", default_value_t = 64,
           value_parser = clap::value_parser!(u64).range(8..=65_536))]
     pub cache_mb: u64,
