@@ -32,7 +32,7 @@ pub enum CommandError {
     Storage(#[from] StoreError),
 }
 
-/// A failure of the sled database underneath.
+/// A failure of the storage underneath: sled or the write-ahead log.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("sled: {0}")]
@@ -41,6 +41,15 @@ pub enum StoreError {
     Codec(#[from] CodecError),
     #[error("corrupt event log key {0:02x?}")]
     LogKey(Vec<u8>),
+    #[error(transparent)]
+    Wal(#[from] crate::wal::WalError),
+    #[error("the write-ahead log continues at position {first} but the store ends at {head}: records are missing")]
+    WalGap { head: u64, first: u64 },
+    #[error("the store has a format version but no log identity")]
+    NoLogId,
+    /// Storage failed earlier in this process; nothing is written any more.
+    #[error("storage failed ({0}); this process accepts no more commands and is stopping")]
+    Failed(String),
 }
 
 impl CommandError {

@@ -4,11 +4,13 @@
 //! and tools can start it on an already bound port-0 listener.
 
 pub mod config;
+pub mod decide;
 pub mod error;
 pub mod grpc;
 pub mod routes;
 pub mod store;
 pub mod subscription;
+pub mod wal;
 pub mod writer;
 
 use std::future::Future;
@@ -41,7 +43,12 @@ pub async fn run(
         None => None,
     };
     let (head_tx, head_rx) = watch::channel(store.head()?);
-    let (writer, writer_thread) = writer::spawn(store.clone(), config.max_batch(), head_tx)?;
+    let writer::Spawned {
+        handle: writer,
+        thread: writer_thread,
+        failure: mut storage_failure,
+    } = writer::spawn(store.clone(), config.max_batch(), head_tx)?;
+    let failed = storage_failure.clone();
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopping = stop_rx.clone();
 
@@ -95,11 +102,19 @@ pub async fn run(
         config.tls_cert.is_some(),
     );
     let signal = async move {
-        shutdown.await;
+        // A storage failure stops the service like a signal (crash-only: it
+        // is restarted on its storage and recovers from what is on disk).
+        tokio::select! {
+            () = shutdown => {}
+            _ = storage_failure.wait_for(Option::is_some) => {}
+        }
         let _ = stop_metrics_tx.send(true);
         tracing::info!("stopping: no new connections; finishing in-flight commands");
         health_reporter
             .set_not_serving::<CommandServiceServer<CommandApi>>()
+            .await;
+        health_reporter
+            .set_service_status("", tonic_health::ServingStatus::NotServing)
             .await;
         // Ends every SubscribeEvents stream so the server can drain.
         let _ = stop_tx.send(true);
@@ -148,10 +163,13 @@ pub async fn run(
             .await?
             .map_err(|_| "the writer thread panicked")?;
     }
+    if let Some(failure) = failed.borrow().clone() {
+        return Err(format!("stopped after a storage failure: {failure}").into());
+    }
     // Abandoned connections still hold a writer handle; whatever the writer
-    // commits from here on is crash-safe like any write, and nothing unflushed
+    // commits from here on is crash-safe like any write, and nothing unsynced
     // was acknowledged.
-    store.flush()?;
+    store.checkpoint()?;
     tracing::info!("stopped cleanly");
     Ok(())
 }
