@@ -9,6 +9,7 @@ mod e2e;
 mod echo;
 mod load;
 mod machine;
+mod paced;
 mod proto;
 mod queries;
 mod services;
@@ -143,6 +144,24 @@ enum Scenario {
         common: Common,
         #[arg(long, default_value_t = 100_000)]
         events: u64,
+    },
+    /// Fixed command rates with a replica following a long log: server CPU per
+    /// command and per applied event (from /proc), ack -> visible latency, and
+    /// the echo server at the same rates as the baseline.
+    Paced {
+        /// Commands per second, one run each.
+        #[arg(long, value_delimiter = ',', default_values_t = [500.0, 2000.0])]
+        rates: Vec<f64>,
+        /// Seconds per phase.
+        #[arg(long, default_value_t = 20.0)]
+        duration: f64,
+        /// Events in the log before the paced phases.
+        #[arg(long, default_value_t = 1_000_000)]
+        events: u64,
+        #[arg(long, default_value = "target/release")]
+        bin_dir: PathBuf,
+        #[arg(long)]
+        json: Option<PathBuf>,
     },
     /// Everything, baselines first; writes JSON, SVG charts and a Markdown table.
     All {
@@ -279,6 +298,18 @@ async fn dispatch(scenario: Scenario) -> Result<(), String> {
             let (report, _replica, _dir) =
                 catchup::run(&common.bin_dir, target.command, head).await?;
             finish(&[report], common.json.as_deref())
+        }
+        Scenario::Paced {
+            rates,
+            duration,
+            events,
+            bin_dir,
+            json,
+        } => {
+            let reports =
+                paced::run(&bin_dir, &rates, Duration::from_secs_f64(duration), events).await?;
+            println!();
+            finish(&reports, json.as_deref())
         }
         Scenario::All {
             quick: _,

@@ -1,8 +1,5 @@
 //! All of command-service's sled calls: aggregate snapshots, the event log and
-//! idempotency keys, kept in one tree and written together by one
-//! `Tree::apply_batch` per group (atomic, across a crash too, and much cheaper
-//! than a multi-tree transaction, which stages every write and reads each
-//! key's old value).
+//! idempotency keys, kept in one tree, behind the write-ahead log (`wal.rs`).
 //!
 //! The first key byte says what an entry is:
 //!
@@ -14,14 +11,17 @@
 //!
 //! A group commit writes its events as blocks of up to `BLOCK_BYTES`, so a
 //! subscriber's read costs one sled lookup per block, not per event, and the
-//! bytes go to the client as stored.
+//! bytes go to the client as stored. The default tree holds the store's
+//! format version, the log's identity and the last checkpoint's position.
 //!
-//! Durability comes from the write-ahead log (`wal.rs`), not from sled: a
-//! group is appended there as one record and, from the same bytes, applied to
-//! sled without a flush (`Store::commit`). `Store::checkpoint` makes sled
-//! durable (flush, then fdatasync of its file) and drops the log segments it
-//! covers; at open, the records beyond sled's head are applied again. The
-//! default tree holds the store's format version and the log's identity.
+//! Durability comes from the write-ahead log, not from sled: a group's writes
+//! are encoded once as a log record, appended and fdatasynced, and only then
+//! inserted into sled from the same bytes, without a flush (`Store::commit`).
+//! So sled never holds a write the log could lose, and a crash can leave sled
+//! with any part of the last groups: at open, every record after the last
+//! checkpoint is applied again, in order (the same keys get the same values).
+//! `Store::checkpoint` makes sled durable (flush, then fdatasync of its file)
+//! and drops the log segments it covers.
 
 use std::fs::File;
 use std::path::Path;
@@ -108,6 +108,8 @@ const COMMAND: u8 = b'c';
 /// Keys of the default tree.
 const FORMAT_KEY: &[u8] = b"format";
 const LOG_ID_KEY: &[u8] = b"log_id";
+/// The position sled was made durable up to by the last checkpoint.
+const CHECKPOINT_KEY: &[u8] = b"checkpoint";
 /// The layout this code reads and writes; another is refused at open.
 pub const FORMAT: u32 = 3;
 
@@ -200,12 +202,15 @@ impl Store {
         Ok(store)
     }
 
-    /// Applies the log's records beyond sled's head, in order and without gaps.
+    /// Applies, in order, every record of the log beyond the last
+    /// checkpoint: sled may hold any part of them (its writes are not atomic
+    /// across keys), and applying a record again writes the same values.
     fn replay(&self, records: Vec<Record>) -> Result<(), StoreError> {
-        let mut head = self.head()?;
+        let checkpointed = self.checkpointed()?;
+        let mut head = checkpointed;
         let mut replayed = 0usize;
         for record in records {
-            if record.last_position() <= head {
+            if record.last_position() <= checkpointed {
                 continue;
             }
             if record.first_position() != head + 1 {
@@ -218,7 +223,8 @@ impl Store {
             head = record.last_position();
             replayed += 1;
         }
-        self.written.store(head, Ordering::Release);
+        self.written
+            .store(head.max(checkpointed), Ordering::Release);
         if replayed > 0 {
             tracing::info!(
                 groups = replayed,
@@ -227,6 +233,15 @@ impl Store {
             );
         }
         Ok(())
+    }
+
+    /// The position up to which sled was durable at the last checkpoint.
+    fn checkpointed(&self) -> Result<u64, StoreError> {
+        Ok(self
+            .db
+            .get(CHECKPOINT_KEY)?
+            .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+            .map_or(0, u64::from_be_bytes))
     }
 
     /// The log's identity, created with the store and never changed.
@@ -318,31 +333,42 @@ impl Store {
         record
     }
 
-    /// Appends a group's record to the write-ahead log and applies it to
-    /// sled (atomically: all its writes, or none). Durable once the ticket's
-    /// `sync` has returned; visible to `load_*` at once.
-    pub fn commit(&self, record: &Record) -> Result<Ticket, StoreError> {
-        let ticket = self.wal.append(record)?;
-        self.apply(record)?;
-        Ok(ticket)
+    /// Commits a group: appends its record to the write-ahead log, waits
+    /// for an fdatasync of the log file (started after the append) to
+    /// complete, then applies the record to sled. When this returns, the
+    /// group is on stable storage and visible to `load_*` and `read_events`.
+    ///
+    /// sled is written only after the sync, so it never holds anything the
+    /// log could lose; its writes need neither a flush nor atomicity here
+    /// (`Tree::apply_batch` would seal a sled log buffer per group, waking
+    /// sled's IO threads every time): recovery re-applies whole records.
+    pub fn commit(&self, record: &Record) -> Result<(), StoreError> {
+        self.append(record)?.sync()?;
+        self.apply(record)
     }
 
-    fn apply(&self, record: &Record) -> Result<(), StoreError> {
-        let mut writes = sled::Batch::default();
+    /// The first step of `commit`: the record appended, not yet synced.
+    pub fn append(&self, record: &Record) -> Result<Ticket, StoreError> {
+        Ok(self.wal.append(record)?)
+    }
+
+    /// The last step of `commit`: the record's writes applied to sled.
+    pub fn apply(&self, record: &Record) -> Result<(), StoreError> {
         for (key, value) in record.writes() {
-            writes.insert(key, value);
+            self.data.insert(key, value)?;
         }
-        self.data.apply_batch(writes)?;
         self.written
             .store(record.last_position(), Ordering::Release);
         Ok(())
     }
 
     /// Makes everything applied to sled so far durable in sled itself (flush,
-    /// then fdatasync of its file), then removes the log segments that only
-    /// hold what sled now has. Off the acknowledgement path.
+    /// then fdatasync of its file, with the position it covers), then
+    /// removes the log segments that only hold what sled now has. Off the
+    /// acknowledgement path.
     pub fn checkpoint(&self) -> Result<(), StoreError> {
         let covered = self.written.load(Ordering::Acquire);
+        self.db.insert(CHECKPOINT_KEY, &covered.to_be_bytes())?;
         self.db.flush()?;
         self.db_file
             .sync_data()
@@ -464,7 +490,7 @@ mod tests {
                 batch.push_event(position, &event(position));
             }
             let record = Store::record(&batch, *group.start(), *group.end());
-            store.commit(&record).unwrap().sync().unwrap();
+            store.commit(&record).unwrap();
         }
         let blocks = store.data.scan_prefix([LOG]).count();
         assert!(blocks > 4, "a big group is cut into blocks: {blocks}");
@@ -538,10 +564,11 @@ mod tests {
         path.extension().is_some_and(|e| e == "wal")
     }
 
-    /// Power cuts at random points. What survives a cut is modelled as: each
-    /// log segment as of its last completed sync, plus a random part of what
-    /// was appended after it (possibly with a garbled byte: a torn record);
-    /// sled as of its last checkpoint, or with whatever it wrote since. After
+    /// Power cuts at random points, the last group's commit possibly cut
+    /// short. What survives a cut is modelled as: each log segment as of its
+    /// last completed sync, plus a random part of what was appended after it
+    /// (possibly with a garbled byte: a torn record); sled as of its last
+    /// checkpoint, or with whatever it wrote since. After
     /// reopening: every acknowledged group is there, nothing unacknowledged is
     /// half there (a group's events, order and key together or not at all),
     /// positions are gap-free, and writing goes on from the head.
@@ -553,34 +580,47 @@ mod tests {
             .and_then(|s| s.parse().ok())
             .unwrap_or(0x5eed);
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-        for round in 0..24 {
+        for round in 0..16 {
             let live = tempfile::tempdir().unwrap();
             // Small segments, so groups cross segment boundaries.
             let store = Store::open_with(live.path(), 1 << 20, 8 * 1024).unwrap();
             let sled_image = tempfile::tempdir().unwrap();
             copy_dir(live.path(), sled_image.path(), &|p| !is_wal(p));
-            // Per segment file: its length at its last completed sync.
-            let mut synced: HashMap<std::path::PathBuf, u64> = HashMap::new();
-            let mut unsynced: Vec<Ticket> = Vec::new();
+            // Per segment file: its content at its last completed sync.
+            let mut synced: HashMap<std::path::PathBuf, Vec<u8>> = HashMap::new();
+            let note_sync = |synced: &mut HashMap<_, _>| {
+                for entry in std::fs::read_dir(live.path().join("wal")).unwrap() {
+                    let path = entry.unwrap().path();
+                    let content = std::fs::read(&path).unwrap();
+                    synced.insert(path, content);
+                }
+            };
             let (mut groups, mut acked, mut next) = (Vec::new(), 0u64, 1u64);
-            for group in 1..=rng.random_range(3..40u64) {
+            let count = rng.random_range(1..40u64);
+            for group in 1..=count {
                 let last = next + rng.random_range(0..12u64);
-                let ticket = store.commit(&group_record(group, next, last)).unwrap();
+                let record = group_record(group, next, last);
                 groups.push((group, next, last));
                 next = last + 1;
-                unsynced.push(ticket);
-                if rng.random_bool(0.5) {
-                    // An acknowledgement: every segment with unsynced groups is synced.
-                    for ticket in unsynced.drain(..) {
-                        ticket.sync().unwrap();
-                    }
-                    for entry in std::fs::read_dir(live.path().join("wal")).unwrap() {
-                        let path = entry.unwrap().path();
-                        let len = std::fs::metadata(&path).unwrap().len();
-                        synced.insert(path, len);
-                    }
-                    acked = last;
+                // The steps of `Store::commit`, with the cut possibly inside
+                // the last group's: before its sync completed, after it, or
+                // with only some of its writes in sled.
+                let ticket = store.append(&record).unwrap();
+                let cut_inside = group == count && rng.random_bool(0.7);
+                if cut_inside && rng.random_bool(0.4) {
+                    break;
                 }
+                ticket.sync().unwrap();
+                note_sync(&mut synced);
+                if cut_inside {
+                    let writes: Vec<_> = record.writes().collect();
+                    for (key, value) in &writes[..rng.random_range(0..=writes.len())] {
+                        store.data.insert(key, *value).unwrap();
+                    }
+                    break;
+                }
+                store.apply(&record).unwrap();
+                acked = last;
                 if rng.random_bool(0.15) {
                     store.checkpoint().unwrap();
                     std::fs::remove_dir_all(sled_image.path()).unwrap();
@@ -600,12 +640,19 @@ mod tests {
             std::fs::create_dir_all(&wal_dir).unwrap();
             for entry in std::fs::read_dir(live.path().join("wal")).unwrap() {
                 let path = entry.unwrap().path();
-                let bytes = std::fs::read(&path).unwrap();
-                let durable = synced.get(&path).copied().unwrap_or(0) as usize;
-                let kept = rng.random_range(durable..=bytes.len());
-                let mut image = bytes[..kept].to_vec();
-                if kept > durable && rng.random_bool(0.5) {
-                    let at = rng.random_range(durable..kept);
+                let now = std::fs::read(&path).unwrap();
+                let durable = synced.get(&path).cloned().unwrap_or_default();
+                // The bytes written since the sync: a prefix of them persisted.
+                let changed = (0..now.len())
+                    .find(|&i| durable.get(i) != Some(&now[i]))
+                    .unwrap_or(now.len());
+                let kept = rng.random_range(changed..=now.len());
+                let mut image = now[..kept].to_vec();
+                if durable.len() > kept {
+                    image.extend_from_slice(&durable[kept..]);
+                }
+                if kept > changed && rng.random_bool(0.5) {
+                    let at = rng.random_range(changed..kept);
                     image[at] ^= 0x5a;
                 }
                 std::fs::write(wal_dir.join(path.file_name().unwrap()), image).unwrap();
@@ -645,10 +692,9 @@ mod tests {
                 }
             }
             // Writing goes on from the head, and survives a clean reopen.
-            let ticket = recovered
+            recovered
                 .commit(&group_record(1000, head + 1, head + 2))
                 .unwrap();
-            ticket.sync().unwrap();
             drop(recovered);
             let again = reopen(crashed.path());
             assert_eq!(again.head().unwrap(), head + 2, "round {round}");

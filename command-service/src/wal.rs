@@ -3,31 +3,38 @@
 //! Every group commit appends one record to the current segment file and the
 //! group is acknowledged only after an `fdatasync` of that file, started after
 //! the append, has completed (`Wal::append` then `Ticket::sync`). sled keeps
-//! the aggregates, the log blocks and the idempotency keys, written without a
-//! flush on the acknowledgement path; a checkpoint (`Store::checkpoint`) later
-//! makes sled durable and drops the segments it covers. At open, the records
-//! beyond what sled holds are replayed into it.
+//! the aggregates, the log blocks and the idempotency keys, written after the
+//! sync and without a flush; a checkpoint (`Store::checkpoint`) later makes
+//! sled durable and drops the segments it covers. At open, the records after
+//! the last checkpoint are applied to sled again.
 //!
 //! A segment is a file `wal/{sequence:020}.wal` of frames
-//! `[payload length: u32 LE][crc32 of payload: u32 LE][payload]`, where the
+//! `[payload length: u32 LE][crc32 of payload: u32 LE][payload]`, then zeros
+//! (the file is zero-filled ahead of the appends, `ZERO_AHEAD`), where the
 //! payload is a record: `[first position: u64 LE][last position: u64 LE]` and
 //! then the group's sled writes as `[key length: u32 LE][key][value length:
 //! u32 LE][value]` pairs.
 //!
 //! Crash argument: an acknowledged record was synced, and so was every record
-//! before it (the syncer syncs groups in order), so after a power cut the valid
+//! before it (the writer syncs each group before it writes the next), so
+//! after a power cut the valid
 //! records form a prefix that contains every acknowledged one. Reading stops
 //! at the first frame that is short or fails its checksum: everything from
 //! there on was never acknowledged, and is cut off (truncated, later segments
 //! removed, both made durable) before anything new is appended.
 
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
+use std::io::Read;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 /// A segment is closed and a new one started once it holds this many bytes.
 pub const SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
+/// Segments are zero-filled this far ahead of the last record, so that an
+/// fdatasync after an append writes the data only: a file that grows with
+/// every append also needs its inode written on every sync.
+const ZERO_AHEAD: u64 = 1024 * 1024;
 /// A frame longer than this is corrupt, not a group (a group is at most
 /// `--max-batch` commands of at most a few hundred KiB each).
 const MAX_FRAME: u32 = 1 << 30;
@@ -177,6 +184,8 @@ struct Closed {
 struct Current {
     segment: Arc<Segment>,
     len: u64,
+    /// The file is zeros from `len` up to here.
+    zeroed: u64,
     /// The last position appended to this segment (0 if none).
     last_position: u64,
 }
@@ -228,12 +237,11 @@ impl Wal {
                 std::fs::remove_file(&path).map_err(io_error(&path))?;
                 continue;
             }
-            let (valid, valid_len, file_len) = read_segment(&path)?;
-            if valid_len < file_len {
+            let (valid, valid_len, clean) = read_segment(&path)?;
+            if !clean {
                 tracing::warn!(
                     path = %path.display(),
                     kept = valid_len,
-                    dropped = file_len - valid_len,
                     "cutting an unacknowledged (torn) tail off the write-ahead log"
                 );
                 let file = OpenOptions::new()
@@ -275,6 +283,7 @@ impl Wal {
                     current: Current {
                         segment: Arc::new(segment),
                         len: 0,
+                        zeroed: 0,
                         last_position: 0,
                     },
                     closed,
@@ -298,6 +307,7 @@ impl Wal {
                 Current {
                     segment,
                     len: 0,
+                    zeroed: 0,
                     last_position: 0,
                 },
             );
@@ -319,12 +329,25 @@ impl Wal {
         frame.extend_from_slice(&len.to_le_bytes());
         frame.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
         frame.extend_from_slice(payload);
-        let segment = &state.current.segment;
-        (&segment.file)
-            .write_all(&frame)
-            .map_err(io_error(&segment.path))?;
+        let current = &mut state.current;
+        let end = current.len + frame.len() as u64;
+        if end > current.zeroed {
+            let zeroed = end + ZERO_AHEAD;
+            let zeros = vec![0u8; usize::try_from(zeroed - current.len).unwrap_or(0)];
+            current
+                .segment
+                .file
+                .write_all_at(&zeros, current.len)
+                .map_err(io_error(&current.segment.path))?;
+            current.zeroed = zeroed;
+        }
+        current
+            .segment
+            .file
+            .write_all_at(&frame, current.len)
+            .map_err(io_error(&current.segment.path))?;
         let ticket = Ticket {
-            segment: Arc::clone(segment),
+            segment: Arc::clone(&current.segment),
         };
         state.current.len += frame.len() as u64;
         state.current.last_position = record.last_position();
@@ -379,8 +402,9 @@ fn sync_dir(dir: &Path) -> Result<(), WalError> {
         .map_err(io_error(dir))
 }
 
-/// The valid records of a segment, the length they cover, and the file length.
-fn read_segment(path: &Path) -> Result<(Vec<Record>, u64, u64), WalError> {
+/// The valid records of a segment, the length they cover, and whether the
+/// file ends cleanly after them (nothing, or only zeros, follows).
+fn read_segment(path: &Path) -> Result<(Vec<Record>, u64, bool), WalError> {
     let mut bytes = Vec::new();
     File::open(path)
         .and_then(|mut f| f.read_to_end(&mut bytes))
@@ -415,7 +439,8 @@ fn read_segment(path: &Path) -> Result<(Vec<Record>, u64, u64), WalError> {
         records.push(record);
         offset = start + len as usize;
     }
-    Ok((records, offset as u64, bytes.len() as u64))
+    let clean = bytes[offset..].iter().all(|&b| b == 0);
+    Ok((records, offset as u64, clean))
 }
 
 #[cfg(test)]
@@ -457,15 +482,17 @@ mod tests {
         }
         drop(wal);
         let path = segment_path(dir.path(), 1);
-        let full = std::fs::metadata(&path).unwrap().len();
+        let (_, valid, clean) = read_segment(&path).unwrap();
+        assert!(clean, "zeros after the last record are a clean end");
         // A torn fourth frame: a header promising more than is there.
-        let mut file = OpenOptions::new().append(true).open(&path).unwrap();
-        file.write_all(&[200, 0, 0, 0, 1, 2, 3, 4, 9, 9]).unwrap();
+        let file = OpenOptions::new().write(true).open(&path).unwrap();
+        file.write_all_at(&[200, 0, 0, 0, 1, 2, 3, 4, 9, 9], valid)
+            .unwrap();
         // A later segment with a record: written after the torn one, never acknowledged.
         std::fs::write(segment_path(dir.path(), 2), b"junk").unwrap();
         let opened = Wal::open(dir.path(), 1 << 20).unwrap();
         assert_eq!(opened.records.len(), 3);
-        assert_eq!(std::fs::metadata(&path).unwrap().len(), full);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), valid);
         assert!(!segment_path(dir.path(), 2).exists());
         // Appends go on in a new segment and read back after the old ones.
         opened
@@ -493,7 +520,7 @@ mod tests {
         drop(wal);
         let path = segment_path(dir.path(), 1);
         let mut bytes = std::fs::read(&path).unwrap();
-        let second_frame = bytes.len() / 3;
+        let second_frame = read_segment(&path).unwrap().1 as usize / 3;
         bytes[second_frame + FRAME_HEADER + 20] ^= 1;
         std::fs::write(&path, &bytes).unwrap();
         let opened = Wal::open(dir.path(), 1 << 20).unwrap();

@@ -1,17 +1,17 @@
-//! The single writer and the threads behind it: group commit to stable storage.
+//! The single writer: group commit to stable storage.
 //!
-//! - The **writer** thread drains up to `--max-batch` jobs, decides them in
-//!   order (`decide::Group`), and commits the group: one record appended to
-//!   the write-ahead log and applied to sled (`Store::commit`, no flush). It
-//!   then hands the group to the syncer and goes on with the next one.
-//! - The **syncer** thread takes every group handed over so far, fdatasyncs
-//!   the log segments they were appended to (one sync for all of them), then
-//!   publishes the new head position and answers. No reply leaves, not even a
-//!   refusal (which may rest on an earlier group's state), and no subscriber
-//!   sees a position, before a sync that started after its group was written
-//!   has completed.
-//! - The **checkpointer** thread makes sled durable about once a second
-//!   (`Store::checkpoint`) so that old log segments can go.
+//! The **writer** thread drains up to `--max-batch` jobs, decides them in
+//! order (`decide::Group`), and commits the group (`Store::commit`): one
+//! record appended to the write-ahead log, one fdatasync of the log file,
+//! then the writes applied to sled. Only then does it publish the new head
+//! position and answer. So no reply leaves, not even a refusal (which may rest
+//! on an earlier group's state, and that is in sled only once synced), and no
+//! subscriber sees a position, before a sync that started after its group was
+//! written has completed. Commands that arrive during a sync wait and form
+//! the next group: one sync per group, however many commands it holds.
+//!
+//! The **checkpointer** thread makes sled durable about once a second
+//! (`Store::checkpoint`) so that old log segments can go.
 //!
 //! A storage error (a write, a sync, a checkpoint) is final for the process:
 //! after a failed fdatasync the kernel may have dropped the dirty pages, so a
@@ -30,7 +30,6 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::decide::Group;
 use crate::error::{CommandError, StoreError};
 use crate::store::{CommandResult, Store};
-use crate::wal::Ticket;
 
 type Reply = oneshot::Sender<Result<CommandResult, CommandError>>;
 type Outcome = (Reply, Result<CommandResult, CommandError>);
@@ -103,7 +102,7 @@ pub struct Spawned {
     pub failure: watch::Receiver<Option<String>>,
 }
 
-/// Starts the writer, syncer and checkpointer threads. They run until every
+/// Starts the writer and checkpointer threads. They run until every
 /// `WriterHandle` is dropped, then answer what is left, checkpoint and end;
 /// join `Spawned::thread` to wait for that.
 pub fn spawn(
@@ -114,18 +113,8 @@ pub fn spawn(
     let next_position = store.head()? + 1;
     let (failure, watched) = Failure::new();
     let (jobs, queue) = mpsc::channel(max_batch.max(64) * 4);
-    let (written, syncer_queue) = std_mpsc::sync_channel(SYNC_QUEUE);
     let (stop_checkpoints, checkpoint_stop) = std_mpsc::channel::<()>();
     let spawn_error = |e| CommandError::Storage(sled::Error::Io(e).into());
-    let syncer = Syncer {
-        queue: syncer_queue,
-        head,
-        failure: failure.clone(),
-    };
-    let syncer = std::thread::Builder::new()
-        .name("command-syncer".into())
-        .spawn(move || syncer.run())
-        .map_err(spawn_error)?;
     let checkpointer = Checkpointer {
         store: store.clone(),
         stop: checkpoint_stop,
@@ -139,7 +128,7 @@ pub fn spawn(
         store,
         queue,
         max_batch,
-        written,
+        head,
         next_position,
         failure,
     };
@@ -147,11 +136,7 @@ pub fn spawn(
         .name("command-writer".into())
         .spawn(move || {
             writer.run();
-            // The writer dropped its end of the sync queue: the syncer
-            // answers what is left and ends; then the last checkpoint.
-            if syncer.join().is_err() {
-                tracing::error!("the syncer thread panicked");
-            }
+            // The last checkpoint.
             drop(stop_checkpoints);
             if checkpointer.join().is_err() {
                 tracing::error!("the checkpoint thread panicked");
@@ -166,25 +151,15 @@ pub fn spawn(
     })
 }
 
-/// Groups written but not yet synced; the writer waits when this many are queued.
-const SYNC_QUEUE: usize = 8;
 /// How often sled is made durable so that log segments can be released.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
-
-/// A group on its way to the syncer.
-struct Written {
-    /// The log segment the group was appended to and its last position, if
-    /// it wrote anything.
-    appended: Option<(Ticket, u64)>,
-    outcomes: Vec<Outcome>,
-}
 
 struct Writer {
     store: Store,
     queue: mpsc::Receiver<Job>,
     max_batch: usize,
-    /// Where written groups go to be synced and answered.
-    written: std_mpsc::SyncSender<Written>,
+    /// The last durable position, for subscribers.
+    head: watch::Sender<u64>,
     /// The position the next event gets.
     next_position: u64,
     failure: Failure,
@@ -223,96 +198,29 @@ impl Writer {
                 (job.reply, outcome)
             })
             .collect();
-        let appended = match group.finish() {
-            // Nothing to write, but the answers may rest on state the syncer
-            // has not made durable yet: they queue behind it like any group.
-            None => None,
-            Some(decided) => {
-                let record = Store::record(
-                    &decided.batch,
-                    decided.first_position,
-                    decided.last_position,
-                );
-                match self.store.commit(&record) {
-                    Ok(ticket) => {
-                        self.next_position = decided.last_position + 1;
-                        Some((ticket, decided.last_position))
-                    }
-                    Err(e) => {
-                        self.failure.set("group commit", &e);
-                        for (reply, _) in outcomes {
-                            let _ = reply.send(Err(self.failure.refusal()));
-                        }
-                        return;
-                    }
+        // A group that writes nothing answers from sled, which holds only
+        // what was synced.
+        if let Some(decided) = group.finish() {
+            let record = Store::record(
+                &decided.batch,
+                decided.first_position,
+                decided.last_position,
+            );
+            let started = std::time::Instant::now();
+            if let Err(e) = self.store.commit(&record) {
+                self.failure.set("group commit", &e);
+                for (reply, _) in outcomes {
+                    let _ = reply.send(Err(self.failure.refusal()));
                 }
+                return;
             }
-        };
-        let group = Written { appended, outcomes };
-        if let Err(std_mpsc::SendError(group)) = self.written.send(group) {
-            // Only if the syncer thread died: nothing can be made durable.
-            tracing::error!("the syncer is gone");
-            for (reply, _) in group.outcomes {
-                let _ = reply.send(Err(CommandError::ShuttingDown));
-            }
+            metrics::histogram!("orders_commit_seconds").record(started.elapsed().as_secs_f64());
+            self.next_position = decided.last_position + 1;
+            self.head.send_replace(decided.last_position);
         }
-    }
-}
-
-/// Makes written groups durable and only then answers them.
-struct Syncer {
-    queue: std_mpsc::Receiver<Written>,
-    head: watch::Sender<u64>,
-    failure: Failure,
-}
-
-impl Syncer {
-    fn run(self) {
-        while let Ok(first) = self.queue.recv() {
-            // Everything queued so far shares one sync per segment.
-            let mut groups = vec![first];
-            groups.extend(self.queue.try_iter());
-            match self.sync(&groups) {
-                Ok(last) => {
-                    if let Some(last) = last {
-                        self.head.send_replace(last);
-                    }
-                    for (reply, outcome) in groups.into_iter().flat_map(|g| g.outcomes) {
-                        let _ = reply.send(outcome);
-                    }
-                }
-                Err(()) => {
-                    for (reply, _) in groups.into_iter().flat_map(|g| g.outcomes) {
-                        let _ = reply.send(Err(self.failure.refusal()));
-                    }
-                }
-            }
+        for (reply, outcome) in outcomes {
+            let _ = reply.send(outcome);
         }
-    }
-
-    /// Syncs every segment the groups were appended to; the last position
-    /// they wrote, if any. Once storage has failed, nothing is synced again.
-    fn sync(&self, groups: &[Written]) -> Result<Option<u64>, ()> {
-        if self.failure.get().is_some() {
-            return Err(());
-        }
-        let mut synced: Vec<&Ticket> = Vec::new();
-        let mut last = None;
-        for (ticket, position) in groups.iter().filter_map(|g| g.appended.as_ref()) {
-            if !synced.iter().any(|done| done.same_segment(ticket)) {
-                let started = std::time::Instant::now();
-                if let Err(e) = ticket.sync() {
-                    self.failure
-                        .set("fdatasync of the write-ahead log", &e.into());
-                    return Err(());
-                }
-                metrics::histogram!("orders_wal_sync_seconds")
-                    .record(started.elapsed().as_secs_f64());
-                synced.push(ticket);
-            }
-            last = Some(*position);
-        }
-        Ok(last)
     }
 }
 
