@@ -235,15 +235,42 @@ async fn dispatch(scenario: Scenario) -> Result<(), String> {
             finish(&[report], json.as_deref())
         }
         Scenario::Commands(common) => {
-            // The command side alone.
+            // The command side alone, and the echo server under the same plan
+            // in the same run: server CPU per request over the echo server's.
+            let plan = common.plan(64);
+            let echo = start_echo_server()?;
+            let echo_cpu = echo.cpu_seconds().unwrap_or(0.0);
+            let mut baseline = run_echo(echo.addr, &plan, common.connections, "echo").await?;
+            per_request_cpu(&mut baseline, echo.cpu_seconds().unwrap_or(0.0) - echo_cpu);
+            drop(echo);
             let target = match common.command {
                 Some(addr) => Target::external_command(addr),
                 None => Target::command_only(&common.bin_dir)?,
             };
-            let (report, _) = target
-                .commands(common.connections, &common.plan(64), "commands")
+            let before = target
+                .command_proc
+                .as_ref()
+                .and_then(services::Proc::cpu_seconds);
+            let (mut report, _) = target
+                .commands(common.connections, &plan, "commands")
                 .await?;
-            finish(&[report], common.json.as_deref())
+            let after = target
+                .command_proc
+                .as_ref()
+                .and_then(services::Proc::cpu_seconds);
+            if let (Some(before), Some(after)) = (before, after) {
+                per_request_cpu(&mut report, after - before);
+                let echo_us = baseline.extra.get("server_cpu_us_per_request");
+                let us = report.extra.get("server_cpu_us_per_request");
+                if let (Some(e), Some(u)) = (
+                    echo_us.and_then(|v| v.as_f64()),
+                    us.and_then(|v| v.as_f64()),
+                ) {
+                    report.extra("server_cpu_vs_echo", u / e);
+                    report.extra("rate_vs_echo", report.rate / baseline.rate.max(1.0));
+                }
+            }
+            finish(&[baseline, report], common.json.as_deref())
         }
         Scenario::Queries { common, orders } => {
             let target = Target::new(&common.bin_dir, common.command, common.query)?;
@@ -329,6 +356,14 @@ async fn dispatch(scenario: Scenario) -> Result<(), String> {
             .await
         }
     }
+}
+
+/// Records a server's CPU seconds for a report, and per request.
+fn per_request_cpu(report: &mut Report, server_cpu_s: f64) {
+    #[allow(clippy::cast_precision_loss)]
+    let n = report.count.max(1) as f64;
+    report.extra("server_cpu_s", server_cpu_s);
+    report.extra("server_cpu_us_per_request", server_cpu_s * 1e6 / n);
 }
 
 /// Prints the reports and writes them as JSON when asked.

@@ -137,8 +137,8 @@ async fn every_acknowledgement_waits_for_a_completed_sync_of_the_file_its_group_
         .stderr(Stdio::null())
         .spawn()
         .expect("start strace");
-    // Attached once the trace shows the service's periodic activity or, at
-    // the latest, once a probe command is traced.
+    // strace attaches to the threads one after another: the writer thread is
+    // traced once a probe command's log write shows in the trace.
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut probe = 0;
     loop {
@@ -153,7 +153,11 @@ async fn every_acknowledgement_waits_for_a_completed_sync_of_the_file_its_group_
             .await
             .unwrap();
         let trace = std::fs::read_to_string(&trace_file).unwrap_or_default();
-        if trace.contains("fdatasync") || trace.contains("fsync") {
+        let data_dir = data_dir.canonicalize().unwrap();
+        let writer_traced = trace
+            .lines()
+            .any(|line| line.contains("write") && line.contains(&*data_dir.to_string_lossy()));
+        if writer_traced {
             break;
         }
         assert!(Instant::now() < deadline, "strace never attached");
