@@ -73,7 +73,26 @@ impl Service {
         args: &[String],
         envs: &[(&str, &str)],
     ) -> Result<Self, (Vec<String>, Option<ExitStatus>)> {
-        let mut cmd = Command::new(binary(binary_name));
+        Self::try_spawn_wrapped(&[], binary_name, args, envs)
+    }
+
+    /// Like `try_spawn`, with the binary started by `wrapper` (a program and
+    /// its first arguments, the binary's path and `args` following), e.g.
+    /// `sh -c 'trap "" XFSZ; exec "$0" "$@"'` or `prlimit --fsize=N`.
+    pub fn try_spawn_wrapped(
+        wrapper: &[&str],
+        binary_name: &str,
+        args: &[String],
+        envs: &[(&str, &str)],
+    ) -> Result<Self, (Vec<String>, Option<ExitStatus>)> {
+        let mut cmd = match wrapper.split_first() {
+            None => Command::new(binary(binary_name)),
+            Some((program, first)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(first).arg(binary(binary_name));
+                cmd
+            }
+        };
         cmd.args(args)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
@@ -163,6 +182,22 @@ impl Service {
 
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
+    }
+
+    /// Waits up to `within` for the process to exit on its own.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + within;
+        let child = self.child.as_mut()?;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }
 
