@@ -1,4 +1,5 @@
-//! The order domain: pure, synchronous, no I/O. Never imports tonic, prost or sled.
+//! The order domain: pure, synchronous, no I/O. Never imports tonic, prost or sled
+//! (this crate's only dependencies are serde and thiserror, so Cargo enforces it).
 
 mod command;
 mod currency;
