@@ -1,16 +1,12 @@
 //! The gRPC layer: unpacks requests, hands them to the writer or the log reader,
 //! and maps results. No business rule lives here.
 
-use std::pin::Pin;
 use std::time::Duration;
-
-use prost::Message;
 
 use shared::domain::{Submission, ValidationError};
 use shared::proto as pb;
 use shared::proto::command_service_server::CommandService;
 use tokio::sync::watch;
-use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
 use crate::error::CommandError;
@@ -100,27 +96,21 @@ impl CommandService for CommandApi {
         command_response!(CancelOrderResponse, self.execute(request.get_ref()).await?)
     }
 
-    type SubscribeEventsStream = DecodedEvents;
+    type SubscribeEventsStream = tokio_stream::Empty<Result<pb::SubscribeEventsResponse, Status>>;
 
-    /// The typed form of `SubscribeEvents`, for embedding `CommandServiceServer`
-    /// directly. The server in `lib.rs` routes the method to `routes.rs`, which
-    /// sends the same stream without decoding it.
+    /// Never called: `CommandRoutes` (routes.rs) is the only service mounted for
+    /// `orders.v1.CommandService`, and it answers `SubscribeEvents` itself with
+    /// the stored bytes (`CommandApi::subscribe`) before the generated server
+    /// sees the request. The generated trait still requires the method.
     async fn subscribe_events(
         &self,
-        request: Request<pb::SubscribeEventsRequest>,
+        _request: Request<pb::SubscribeEventsRequest>,
     ) -> Result<Response<Self::SubscribeEventsStream>, Status> {
-        let stream = self.subscribe(&request)?.map(|message| {
-            message.and_then(|bytes| {
-                pb::SubscribeEventsResponse::decode(bytes)
-                    .map_err(|e| Status::internal(format!("stored event does not decode: {e}")))
-            })
-        });
-        Ok(Response::new(Box::pin(stream)))
+        Err(Status::unimplemented(
+            "SubscribeEvents is served by CommandRoutes from the stored log",
+        ))
     }
 }
-
-pub type DecodedEvents =
-    Pin<Box<dyn Stream<Item = Result<pb::SubscribeEventsResponse, Status>> + Send>>;
 
 impl CommandApi {
     /// Opens a subscription to every event after the request's `after_position`.

@@ -2,7 +2,9 @@
 //! the commands, and a route of its own for `SubscribeEvents` that sends the
 //! stored events as they are (`PreEncodedCodec`) instead of decoding each one
 //! into a `SubscribeEventsResponse` for prost to encode again. Both routes sit
-//! behind the same layers (auth, limits, metrics) as any other method.
+//! behind the same layers (auth, limits, metrics) as any other method. The
+//! generated server never sees a `SubscribeEvents` call, so the typed method the
+//! generated trait requires (`grpc.rs`) only answers UNIMPLEMENTED.
 
 use std::convert::Infallible;
 use std::sync::Arc;

@@ -522,8 +522,15 @@ fn every_event_round_trips_domain_to_proto_to_domain() {
     }
 }
 
+/// Each event goes into one log block, as the command side stores it, and comes
+/// back out of its frame, decoded as the `SubscribeEventsResponse` a subscriber
+/// receives.
 #[test]
-fn every_recorded_event_round_trips_through_the_envelope_and_its_bytes() {
+fn every_recorded_event_round_trips_through_the_envelope_and_a_log_block() {
+    use prost::Message;
+    let mut block = crate::codec::new_log_block();
+    let mut envelopes = Vec::new();
+    let mut recorded_events = Vec::new();
     for (i, event) in every_event().into_iter().enumerate() {
         let recorded = RecordedEvent {
             position: i as u64 + 1,
@@ -541,8 +548,17 @@ fn every_recorded_event_round_trips_through_the_envelope_and_its_bytes() {
         if recorded.command_id.is_none() {
             assert_eq!(envelope.command_id, "");
         }
-        let bytes = crate::codec::encode_event(&envelope);
-        let decoded = crate::codec::decode_event(&bytes).unwrap();
+        crate::codec::push_log_event(&mut block, &envelope);
+        envelopes.push(envelope);
+        recorded_events.push(recorded);
+    }
+    let frames = crate::codec::log_block_frames(&block).unwrap();
+    assert_eq!(frames.len(), envelopes.len());
+    for ((frame, envelope), recorded) in frames.into_iter().zip(envelopes).zip(recorded_events) {
+        let response = pb::SubscribeEventsResponse::decode(&block[frame]).unwrap();
+        let Some(pb::subscribe_events_response::Kind::Event(decoded)) = response.kind else {
+            panic!("a log block frame without an event: {response:?}");
+        };
         assert_eq!(decoded, envelope);
         assert_eq!(RecordedEvent::try_from(&decoded).unwrap(), recorded);
     }

@@ -1,10 +1,12 @@
-//! What both services share: the `Order` domain, the `orders.v1` gRPC contract,
-//! the proto <-> domain conversions, the storage codecs and process plumbing.
+//! What both services share: the `orders.v1` gRPC contract, the proto <-> domain
+//! conversions, the storage codecs and process plumbing. The `Order` domain is
+//! its own crate (`orders-domain`), re-exported here as `shared::domain`.
 
 pub mod codec;
 pub mod convert;
-pub mod domain;
 pub mod grpc_codec;
 pub mod proto;
 pub mod server;
 pub mod telemetry;
+
+pub use orders_domain as domain;

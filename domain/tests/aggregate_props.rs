@@ -5,14 +5,13 @@
 //! 10,000 units a line, total at most 10^12 cents, totals carried by events
 //! equal to the lines).
 //!
-//! `PROPTEST_CASES=100000 cargo test -p orders-shared --test aggregate_props`
+//! `PROPTEST_CASES=100000 cargo test -p orders-domain --test aggregate_props`
 
-use proptest::prelude::*;
-use shared::codec;
-use shared::domain::{
+use orders_domain::{
     Command, Currency, CustomerId, DomainError, Event, Line, Order, OrderStatus, Rule, Sku, Text,
     Timestamp, MAX_LINES, MAX_LINE_QUANTITY, MAX_TOTAL_CENTS,
 };
+use proptest::prelude::*;
 
 /// The reference model: the SPEC's rules, written as plainly as possible.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -290,9 +289,6 @@ fn run(steps: Vec<(Command, Option<i8>)>) {
                 check_invariants(&order, &events);
                 assert_eq!(state_of(&order), next, "step {i}: {command:?}");
                 reference = next;
-                // Snapshots survive the storage codec unchanged.
-                let bytes = codec::encode_snapshot(&order);
-                assert_eq!(codec::decode_snapshot::<Order>(&bytes).unwrap(), order);
             }
             (Err(got), Err(want)) => assert_eq!(got, want, "step {i}: {command:?}"),
             (got, want) => panic!(

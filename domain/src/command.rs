@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::order::Line;
+use super::lines::Line;
 use super::values::{CommandId, Currency, CustomerId, OrderId, Sku, Text};
 
 /// One command for one order.

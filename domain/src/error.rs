@@ -33,6 +33,12 @@ pub enum DomainError {
     Rule(Rule),
 }
 
+impl From<Rule> for DomainError {
+    fn from(rule: Rule) -> Self {
+        DomainError::Rule(rule)
+    }
+}
+
 /// A business rule that forbids a command in the order's current state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rule {
@@ -62,7 +68,7 @@ pub enum Rule {
 
 impl fmt::Display for Rule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        use super::order::{MAX_LINES, MAX_LINE_QUANTITY, MAX_TOTAL_CENTS};
+        use super::lines::{MAX_LINES, MAX_LINE_QUANTITY, MAX_TOTAL_CENTS};
         match self {
             Rule::ItemsOnlyWhileDraft => {
                 write!(

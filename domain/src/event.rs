@@ -3,7 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::order::{Line, OrderStatus};
+use super::lines::Line;
+use super::status::OrderStatus;
 use super::values::{CommandId, Currency, CustomerId, OrderId, Sku, Text, Timestamp};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

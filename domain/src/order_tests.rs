@@ -3,7 +3,7 @@
 //! SPEC, plus the happy paths. No runtime, no disk, no network.
 
 use super::*;
-use crate::domain::{Command, CustomerId, DomainError, Event, Rule, Sku, Text, Timestamp};
+use crate::{Command, CustomerId, DomainError, Event, Rule, Sku, Text, Timestamp, MAX_TOTAL_CENTS};
 
 // ---- the given / when / then helper ----
 
