@@ -24,6 +24,8 @@ use crate::store::Store;
 const CHUNK: usize = 1024;
 /// Chunks buffered per subscriber before its task waits for the client.
 const BUFFER: usize = 4;
+/// Reads of at most this many events (the live tail) run on the task itself.
+const INLINE_READ: u64 = 64;
 
 /// The stream of encoded `SubscribeEventsResponse` messages of one subscriber.
 ///
@@ -117,8 +119,14 @@ impl Subscription {
             while sent < head {
                 let store = self.store.clone();
                 let from = sent + 1;
-                let chunk =
-                    tokio::task::spawn_blocking(move || read_chunk(&store, from, head)).await;
+                // At the live tail a read is a few events just written, in
+                // sled's cache: read in place. Handing it to the blocking
+                // pool cost two thread wake-ups per group.
+                let chunk = if head - sent <= INLINE_READ {
+                    Ok(read_chunk(&store, from, head))
+                } else {
+                    tokio::task::spawn_blocking(move || read_chunk(&store, from, head)).await
+                };
                 let (messages, last) = match chunk {
                     Ok(Ok(read)) => read,
                     Ok(Err(ReadError::Gap { expected, found })) => {
