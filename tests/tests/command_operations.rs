@@ -2,13 +2,14 @@
 //! configuration by environment, refusing a locked data dir or a taken port,
 //! and graceful shutdown on SIGTERM.
 
-mod support;
-
 use std::process::ExitStatus;
 use std::sync::Arc;
 use std::time::Duration;
 
-use e2e::{command_args, command_client, item, pb, read_log, start_command_service, Service};
+use e2e::commands::*;
+use e2e::event_log::*;
+use e2e::reflection::{self, ReflectionRequest};
+use e2e::{command_args, command_client, connect_command, pb, start_command_service, terminate_within, within, Service};
 use pb::subscribe_events_response::Kind;
 use prost::Message;
 use prost_types::FileDescriptorProto;
@@ -18,9 +19,6 @@ use tonic::Streaming;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
-
-use support::reflection::{self, ReflectionRequest};
-use support::*;
 
 #[track_caller]
 fn assert_clean_failure(
@@ -300,7 +298,7 @@ async fn sigterm_while_writers_run_exits_zero_keeping_every_acknowledged_command
             let endpoint = svc.endpoint();
             let acked_tx = Arc::clone(&acked_tx);
             tokio::spawn(async move {
-                let mut c = Client::connect(endpoint).await.unwrap();
+                let mut c = connect_command(&endpoint).await;
                 let id = format!("writer-{w}");
                 let mut mine = vec![ok(&mut c, create(&id, vec![])).await];
                 acked_tx.send_modify(|n| *n += 1);
