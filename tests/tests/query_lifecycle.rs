@@ -2,15 +2,13 @@
 //! after each command (read-your-writes through `min_position`), `WatchOrder`,
 //! the deadline of `min_position`, malformed queries, and the projection status.
 
-#[path = "support/reflection.rs"]
-mod reflection;
-
 use std::time::{Duration, Instant};
 
-use e2e::model::{eventually, projection_status};
+use e2e::queries::projection_status;
+use e2e::reflection;
 use e2e::{
-    command_client, item, pb, query_args, query_client, start_command_service, start_query_service,
-    Service,
+    command_client, eventually, item, pb, query_args, query_client, start_command_service,
+    start_query_service, ClosedPort, QueryClient, Service,
 };
 use futures::StreamExt;
 use pb::OrderStatus as S;
@@ -18,7 +16,7 @@ use tempfile::TempDir;
 use tonic::Code;
 
 async fn get(
-    q: &mut pb::query_service_client::QueryServiceClient<tonic::transport::Channel>,
+    q: &mut QueryClient,
     order_id: &str,
     min_position: u64,
 ) -> pb::OrderView {
@@ -586,7 +584,7 @@ async fn malformed_queries_are_refused_naming_the_field() {
         serving.status,
         tonic_health::pb::health_check_response::ServingStatus::Serving as i32
     );
-    let status = eventually(Duration::from_secs(10), "caught up", || {
+    let status = eventually("caught up", Duration::from_secs(10), || {
         let q = q.clone();
         async move {
             let s = projection_status(&q).await;
@@ -655,7 +653,8 @@ async fn bad_configuration_ends_the_start_with_one_clear_line() {
     let dir = TempDir::new().unwrap();
     let query_dir = dir.path().join("query");
     // No command-service is needed to start: it would be reconnected to later.
-    let endpoint = format!("http://127.0.0.1:{}", e2e::model::free_port());
+    let nowhere = ClosedPort::new();
+    let endpoint = nowhere.endpoint();
     let running = start_query_service(&query_dir, &endpoint);
 
     let refused = |args: Vec<String>, expected: &str| {

@@ -7,18 +7,18 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use e2e::model::eventually;
-use e2e::{command_client, pb, query_client, start_command_service, start_query_service};
+use e2e::{
+    command_client, eventually, pb, query_client, start_command_service, start_query_service,
+    QueryClient,
+};
 use futures::future::join_all;
-use pb::query_service_client::QueryServiceClient;
 use tempfile::TempDir;
-use tonic::transport::Channel;
 
 const CUSTOMERS: [&str; 3] = ["pc-0", "pc-1", "pc-2"];
 
 /// One page of either list: its order ids and the token for the next.
 async fn page(
-    q: &mut QueryServiceClient<Channel>,
+    q: &mut QueryClient,
     customer: Option<&str>,
     page_size: u32,
     token: String,
@@ -122,7 +122,7 @@ async fn pages_neither_repeat_nor_skip_while_orders_are_created() {
         loop {
             // Make sure new orders really are created between any two pages.
             let before = created_meanwhile.load(Ordering::Relaxed);
-            eventually(Duration::from_secs(10), "a concurrent create", || {
+            eventually("a concurrent create", Duration::from_secs(10), || {
                 let n = created_meanwhile.load(Ordering::Relaxed);
                 async move { (n > before).then_some(()) }
             })
