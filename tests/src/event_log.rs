@@ -4,9 +4,12 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use crate::clients::CommandClient;
+use tonic::Streaming;
+
+use crate::clients::{narrow_window_channel, CommandClient};
 use crate::commands::{ack, Ack};
 use crate::pb;
+use crate::service::Service;
 
 /// Reads the whole event log from position `after` up to the first heartbeat
 /// (the point where the stream has caught up with the stored log).
@@ -34,6 +37,17 @@ pub async fn read_log(client: &mut CommandClient, after: u64) -> Vec<pb::EventEn
             }
         }
     }
+}
+
+/// A subscription from position 0 on a connection with the minimum HTTP/2
+/// windows (64 KiB), for the test not to read: the server soon has to stop
+/// sending, and the rest waits in its buffer, then in the log.
+pub async fn stalled_subscription(svc: &Service) -> Streaming<pb::SubscribeEventsResponse> {
+    CommandClient::new(narrow_window_channel(&svc.endpoint()).await)
+        .subscribe_events(pb::SubscribeEventsRequest { after_position: 0 })
+        .await
+        .expect("subscribe")
+        .into_inner()
 }
 
 /// The last position of the stored log (0 when empty).

@@ -12,7 +12,6 @@ use crate::queries::get_orders;
 use pb::event_envelope::Event as E;
 use pb::OrderStatus as S;
 
-
 /// One order as the acknowledged commands left it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ModelOrder {
@@ -156,6 +155,14 @@ pub fn placement_dates(log: &[pb::EventEnvelope]) -> HashMap<String, String> {
 }
 
 impl Model {
+    /// Adds what another part of the workload acknowledged (other orders).
+    pub fn merge(&mut self, part: Model) {
+        self.orders.extend(part.orders);
+        self.max_position = self.max_position.max(part.max_position);
+        self.commands_acknowledged += part.commands_acknowledged;
+        self.commands_rejected += part.commands_rejected;
+    }
+
     /// `OrderAnalytics` exactly as the SPEC defines each field.
     pub fn analytics(&self, dates: &HashMap<String, String>, top_n: usize) -> pb::OrderAnalytics {
         let mut a = pb::OrderAnalytics {
@@ -217,11 +224,7 @@ impl Model {
     }
 
     /// Asserts `GetOrder` for every order and `GetOrderAnalytics` equal the model.
-    pub async fn assert_query_side(
-        &self,
-        query: &QueryClient,
-        dates: &HashMap<String, String>,
-    ) {
+    pub async fn assert_query_side(&self, query: &QueryClient, dates: &HashMap<String, String>) {
         let ids: Vec<String> = self.orders.keys().cloned().collect();
         let views = get_orders(query, &ids, self.max_position).await;
         for (id, view) in ids.iter().zip(&views) {

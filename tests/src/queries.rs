@@ -32,9 +32,7 @@ pub async fn get_orders(
         .await
 }
 
-pub async fn projection_status(
-    query: &QueryClient,
-) -> pb::GetProjectionStatusResponse {
+pub async fn projection_status(query: &QueryClient) -> pb::GetProjectionStatusResponse {
     query
         .clone()
         .get_projection_status(pb::GetProjectionStatusRequest {})

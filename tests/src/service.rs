@@ -96,7 +96,8 @@ impl Service {
             match start(&self.name, args.clone(), self.envs.clone()) {
                 Ok(service) => break service,
                 Err((logs, Some(_)))
-                    if Instant::now() < deadline && logs.iter().any(|l| l.contains(CANNOT_LISTEN)) =>
+                    if Instant::now() < deadline
+                        && logs.iter().any(|l| l.contains(CANNOT_LISTEN)) =>
                 {
                     std::thread::sleep(Duration::from_millis(50));
                 }

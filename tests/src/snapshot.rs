@@ -9,7 +9,6 @@ use crate::pb;
 use crate::queries::{get_orders, walk_customer, walk_recent};
 use pb::OrderStatus as S;
 
-
 /// Every answer the query side gives about the workload's orders.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReadSnapshot {

@@ -34,8 +34,6 @@ struct Step {
     apply: Box<dyn FnOnce(&mut ModelOrder) + Send>,
 }
 
-
-
 /// Picks the next command for `order`, valid or deliberately not.
 fn next_step(rng: &mut StdRng, order: &ModelOrder) -> Step {
     let id = order.order_id.clone();
@@ -158,12 +156,7 @@ fn next_step(rng: &mut StdRng, order: &ModelOrder) -> Step {
 
 /// Creates and drives one order through random commands, checking every
 /// acknowledgement and refusal against the model.
-async fn drive_order(
-    client: &mut CommandClient,
-    order_id: String,
-    seed: u64,
-    model: &mut Model,
-) {
+async fn drive_order(client: &mut CommandClient, order_id: String, seed: u64, model: &mut Model) {
     let mut rng = StdRng::seed_from_u64(seed);
     let customer_id = format!("cust-{:02}", rng.random_range(0..CUSTOMERS));
     let currency = ["USD", "EUR", ""][rng.random_range(0..3)];
@@ -271,11 +264,7 @@ pub async fn run_workload(
     }
     let mut model = Model::default();
     for task in tasks {
-        let part = task.await.expect("workload task");
-        model.orders.extend(part.orders);
-        model.max_position = model.max_position.max(part.max_position);
-        model.commands_acknowledged += part.commands_acknowledged;
-        model.commands_rejected += part.commands_rejected;
+        model.merge(task.await.expect("workload task"));
     }
     model
 }

@@ -103,10 +103,7 @@ impl Writer {
             s if s == adds + 1 => (place(&id).into(), Effect::Place),
             _ if self.order_no % 3 == 2 => {
                 let reason = format!("reason {}", self.order_no);
-                (
-                    cancel(&id, &reason).into(),
-                    Effect::Cancel(reason),
-                )
+                (cancel(&id, &reason).into(), Effect::Cancel(reason))
             }
             _ => {
                 let tracking = format!("trk-{}", self.order_no);
@@ -288,11 +285,7 @@ pub async fn assert_command_side(
 }
 
 /// Asserts the replica answers exactly like the model (every order, analytics).
-pub async fn assert_replica(
-    query: &QueryClient,
-    model: &Model,
-    log: &[pb::EventEnvelope],
-) {
+pub async fn assert_replica(query: &QueryClient, model: &Model, log: &[pb::EventEnvelope]) {
     let dates = placement_dates(log);
     model.assert_query_side(query, &dates).await;
     let status = projection_status(query).await;

@@ -413,7 +413,10 @@ async fn write_until_killed(
 
 /// Reads the whole log and checks that it is gap-free and holds every
 /// acknowledged result at its position.
-async fn assert_log_holds(c: &mut CommandClient, acknowledged: &[(Cmd, Ack)]) -> Vec<pb::EventEnvelope> {
+async fn assert_log_holds(
+    c: &mut CommandClient,
+    acknowledged: &[(Cmd, Ack)],
+) -> Vec<pb::EventEnvelope> {
     let log = read_log(c, 0).await;
     assert_gap_free(&log);
     for (cmd, a) in acknowledged {

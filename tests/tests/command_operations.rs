@@ -9,7 +9,10 @@ use std::time::Duration;
 use e2e::commands::*;
 use e2e::event_log::*;
 use e2e::reflection::{self, ReflectionRequest};
-use e2e::{command_args, command_client, connect_command, pb, start_command_service, terminate_within, within, Service};
+use e2e::{
+    command_args, command_client, connect_command, pb, start_command_service, terminate_within,
+    within, Service,
+};
 use pb::subscribe_events_response::Kind;
 use prost::Message;
 use prost_types::FileDescriptorProto;

@@ -6,14 +6,11 @@
 //!
 //! `FAULT_ROUNDS=200 FAULT_SEED=... cargo test -p e2e-tests --test fault_command_crash`
 
-mod fault_common;
-mod support;
-
 use std::time::Instant;
 
-use e2e::model::free_port;
-use e2e::{command_args, query_client, read_log, start_query_service, Service};
-use fault_common::*;
+use e2e::fault::{count, seed, tally};
+use e2e::writer::{assert_command_side, assert_replica, model_of, Writer};
+use e2e::{connect_command, query_client, read_log, start_command_service, start_query_service};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tempfile::TempDir;
@@ -27,9 +24,7 @@ async fn kill_9_of_command_service_under_concurrent_writers_loses_nothing() {
     let mut rng = StdRng::seed_from_u64(seed("fault_command_crash"));
     let dir = TempDir::new().unwrap();
     let command_dir = dir.path().join("command");
-    let listen = format!("127.0.0.1:{}", free_port());
-    let args = command_args(&command_dir, &listen);
-    let mut cmd = Service::spawn("command-service", &args, &[]);
+    let mut cmd = start_command_service(&command_dir);
     let replica = start_query_service(&dir.path().join("query"), &cmd.endpoint());
     let query = query_client(&replica).await;
 
@@ -46,7 +41,7 @@ async fn kill_9_of_command_service_under_concurrent_writers_loses_nothing() {
         let (_stop_tx, stop_rx) = watch::channel(false);
         let mut tasks = Vec::new();
         for w in writers.drain(..) {
-            let client = connect(&endpoint).await;
+            let client = connect_command(&endpoint).await;
             tasks.push(tokio::spawn(w.run(
                 client,
                 acked_tx.clone(),
@@ -74,9 +69,9 @@ async fn kill_9_of_command_service_under_concurrent_writers_loses_nothing() {
         }
         let failed_now = writers.iter().map(|w| w.failures.len()).sum::<usize>() - failures_before;
 
-        cmd = Service::spawn("command-service", &args, &[]);
+        cmd.restart();
         assert_eq!(cmd.endpoint(), endpoint, "back on the same address");
-        let mut client = connect(&cmd.endpoint()).await;
+        let mut client = connect_command(&cmd.endpoint()).await;
         let head = read_log(&mut client, 0).await.len() as u64;
         // Commands in flight at the kill are settled by a retry with their
         // key: the original result if they had committed (durable but never

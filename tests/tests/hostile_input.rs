@@ -8,9 +8,7 @@ use std::time::Duration;
 
 use e2e::commands::*;
 use e2e::event_log::*;
-use e2e::{
-    command_client, pb, query_client, start_command_service, start_query_service, Service,
-};
+use e2e::{command_client, pb, query_client, start_command_service, start_query_service, Service};
 use prost::bytes::{Buf, BufMut};
 use prost::Message;
 use tempfile::TempDir;

@@ -7,7 +7,9 @@ use std::time::Duration;
 use e2e::auth::*;
 use e2e::commands::create_request;
 use e2e::reflection::{self, ReflectionRequest};
-use e2e::{command_args, eventually, path_arg, pb, query_args, CommandClient, QueryClient, Service};
+use e2e::{
+    command_args, eventually, path_arg, pb, query_args, CommandClient, QueryClient, Service,
+};
 use tempfile::TempDir;
 use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -45,7 +47,9 @@ fn assert_no_secret_logged(service: &Service) {
 async fn health_is_serving(service: &Service) {
     let mut health = HealthClient::new(service.channel().await);
     let response = health
-        .check(HealthCheckRequest { service: "".to_owned() })
+        .check(HealthCheckRequest {
+            service: "".to_owned(),
+        })
         .await
         .expect("health needs no token")
         .into_inner();
@@ -226,7 +230,10 @@ async fn a_query_service_with_a_wrong_subscribe_token_is_refused_and_says_so() {
     let command = start_command_with_tokens(&command_dir);
     let query_dir = TempDir::new().unwrap();
     let mut args = query_args(query_dir.path(), "127.0.0.1:0", &command.endpoint());
-    args.extend(["--subscribe-token".to_owned(), "not-the-subscribe-token".to_owned()]);
+    args.extend([
+        "--subscribe-token".to_owned(),
+        "not-the-subscribe-token".to_owned(),
+    ]);
     let query = Service::spawn("query-service", &args, &[]);
 
     eventually(

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use e2e::commands::create_request;
 use e2e::metrics::*;
-use e2e::{command_args, eventually, pb, query_args, read_log, CommandClient, QueryClient, Service};
+use e2e::{
+    command_args, eventually, pb, query_args, read_log, CommandClient, QueryClient, Service,
+};
 use tempfile::TempDir;
 
 fn with_metrics(mut args: Vec<String>) -> Vec<String> {

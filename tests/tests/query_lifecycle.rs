@@ -15,11 +15,7 @@ use pb::OrderStatus as S;
 use tempfile::TempDir;
 use tonic::Code;
 
-async fn get(
-    q: &mut QueryClient,
-    order_id: &str,
-    min_position: u64,
-) -> pb::OrderView {
+async fn get(q: &mut QueryClient, order_id: &str, min_position: u64) -> pb::OrderView {
     q.get_order(pb::GetOrderRequest {
         order_id: order_id.to_owned(),
         min_position,

@@ -104,8 +104,7 @@ async fn command_service_restarting_is_reconnected_and_caught_up() {
     assert_eq!(status.applied_position, first.max_position);
     // Queries keep being answered from what was applied; beyond it they fail in time.
     let some_order = first.orders.keys().next().unwrap().clone();
-    let view =
-        get_orders(&q, std::slice::from_ref(&some_order), first.max_position).await;
+    let view = get_orders(&q, std::slice::from_ref(&some_order), first.max_position).await;
     first.orders[&some_order].assert_view(&view[0]);
     let mut request = tonic::Request::new(pb::GetOrderRequest {
         order_id: some_order,
