@@ -5,10 +5,13 @@
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use std::time::Duration;
+
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 use tonic::{Code, Status};
 
-use crate::clients::{CommandClient, QueryClient};
+use crate::clients::{connect_command, CommandClient, QueryClient};
 use crate::commands::{add, cancel, create, item, place, send, ship, with, Ack, Cmd};
 use crate::event_log::{ack_of, assert_gap_free, read_log};
 use crate::fault::is_fault_code;
@@ -174,15 +177,10 @@ impl Writer {
         }
     }
 
-    /// Sends commands until one fails (the service went away) or `stop` is set.
-    /// Returns the writer for the next round.
-    pub async fn run(
-        mut self,
-        mut client: CommandClient,
-        acked: watch::Sender<usize>,
-        stop: watch::Receiver<bool>,
-    ) -> Writer {
-        while !*stop.borrow() {
+    /// Sends commands until one fails (the service went away), counting
+    /// acknowledgements in `acked`. Returns the writer for the next round.
+    async fn run(mut self, mut client: CommandClient, acked: watch::Sender<usize>) -> Writer {
+        loop {
             let (cmd, effect) = self.next();
             match send(&mut client, cmd.clone()).await {
                 Ok(ack) => {
@@ -196,7 +194,6 @@ impl Writer {
                 }
             }
         }
-        self
     }
 
     fn failed(&mut self, cmd: &Cmd, status: &Status) {
@@ -223,6 +220,62 @@ impl Writer {
     pub fn orders(&self) -> impl Iterator<Item = &ModelOrder> {
         self.finished.iter().chain(self.current.as_ref())
     }
+}
+
+/// The writers running against one service until a fault stops each of them.
+pub struct Round {
+    tasks: Vec<JoinHandle<Writer>>,
+    acked: watch::Receiver<usize>,
+}
+
+impl Round {
+    /// Starts every writer (`writers` is left empty) on its own connection to `endpoint`.
+    pub async fn start(writers: &mut Vec<Writer>, endpoint: &str) -> Round {
+        let (acked_tx, acked) = watch::channel(0usize);
+        let mut tasks = Vec::new();
+        for w in writers.drain(..) {
+            let client = connect_command(endpoint).await;
+            tasks.push(tokio::spawn(w.run(client, acked_tx.clone())));
+        }
+        Round { tasks, acked }
+    }
+
+    /// Waits until `n` commands of this round are acknowledged.
+    pub async fn acknowledged(&mut self, n: usize) {
+        tokio::time::timeout(Duration::from_secs(60), self.acked.wait_for(|a| *a >= n))
+            .await
+            .expect("writers make progress")
+            .unwrap();
+    }
+
+    /// Takes the writers back (into `writers`) once each has noticed
+    /// `fault`; returns how many commands the round had acknowledged.
+    pub async fn join(self, writers: &mut Vec<Writer>, fault: &str) -> usize {
+        for task in self.tasks {
+            writers.push(
+                tokio::time::timeout(Duration::from_secs(30), task)
+                    .await
+                    .unwrap_or_else(|_| panic!("a writer notices the {fault}"))
+                    .expect("writer task"),
+            );
+        }
+        let acks = *self.acked.borrow();
+        acks
+    }
+}
+
+/// Settles every writer's pending command by a retry with its key; returns
+/// how many of them had committed before (at a position up to `head`).
+pub async fn settle_all(writers: &mut [Writer], client: &mut CommandClient, head: u64) -> usize {
+    let mut durable = 0;
+    for w in writers {
+        if let Some(ack) = w.settle(client).await {
+            if ack.position <= head {
+                durable += 1;
+            }
+        }
+    }
+    durable
 }
 
 /// The model of everything the writers have had acknowledged.
