@@ -41,61 +41,73 @@ pub async fn projection_status(query: &QueryClient) -> pb::GetProjectionStatusRe
         .into_inner()
 }
 
-/// Walks `ListRecentOrders` to the end with `page_size`, optionally filtered.
-pub async fn walk_recent(
+/// A list query, to page through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum List<'a> {
+    /// `ListRecentOrders` filtered by a status (0: every order).
+    Recent(i32),
+    /// `ListCustomerOrders` of one customer.
+    Customer(&'a str),
+}
+
+/// One page of `list`: its orders and the token for the next (empty on the last).
+pub async fn page(
     query: &QueryClient,
-    status: i32,
+    list: List<'_>,
     page_size: u32,
+    page_token: String,
     min_position: u64,
-) -> Vec<pb::OrderSummary> {
+) -> (Vec<pb::OrderSummary>, String) {
     let mut q = query.clone();
-    let mut out = Vec::new();
-    let mut token = String::new();
-    loop {
-        let page = q
-            .list_recent_orders(pb::ListRecentOrdersRequest {
-                page_size,
-                page_token: token,
-                status,
-                min_position,
-            })
-            .await
-            .expect("ListRecentOrders")
-            .into_inner();
-        assert!(page.orders.len() <= page_size as usize);
-        out.extend(page.orders);
-        if page.next_page_token.is_empty() {
-            return out;
+    match list {
+        List::Recent(status) => {
+            let r = q
+                .list_recent_orders(pb::ListRecentOrdersRequest {
+                    page_size,
+                    page_token,
+                    status,
+                    min_position,
+                })
+                .await
+                .expect("ListRecentOrders")
+                .into_inner();
+            (r.orders, r.next_page_token)
         }
-        token = page.next_page_token;
+        List::Customer(customer_id) => {
+            let r = q
+                .list_customer_orders(pb::ListCustomerOrdersRequest {
+                    customer_id: customer_id.to_owned(),
+                    page_size,
+                    page_token,
+                    min_position,
+                })
+                .await
+                .expect("ListCustomerOrders")
+                .into_inner();
+            (r.orders, r.next_page_token)
+        }
     }
 }
 
-/// Walks `ListCustomerOrders` for `customer_id` to the end with `page_size`.
-pub async fn walk_customer(
+/// Walks `list` to the end with `page_size`; no page holds more than that.
+pub async fn walk(
     query: &QueryClient,
-    customer_id: &str,
+    list: List<'_>,
     page_size: u32,
     min_position: u64,
 ) -> Vec<pb::OrderSummary> {
-    let mut q = query.clone();
     let mut out = Vec::new();
     let mut token = String::new();
     loop {
-        let page = q
-            .list_customer_orders(pb::ListCustomerOrdersRequest {
-                customer_id: customer_id.to_owned(),
-                page_size,
-                page_token: token,
-                min_position,
-            })
-            .await
-            .expect("ListCustomerOrders")
-            .into_inner();
-        out.extend(page.orders);
-        if page.next_page_token.is_empty() {
+        let (orders, next) = page(query, list, page_size, token, min_position).await;
+        assert!(
+            orders.len() <= page_size as usize,
+            "{list:?}: page too long"
+        );
+        out.extend(orders);
+        if next.is_empty() {
             return out;
         }
-        token = page.next_page_token;
+        token = next;
     }
 }

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::clients::QueryClient;
 use crate::model::Model;
 use crate::pb;
-use crate::queries::{get_orders, walk_customer, walk_recent};
+use crate::queries::{get_orders, walk, List};
 use pb::OrderStatus as S;
 
 /// Every answer the query side gives about the workload's orders.
@@ -37,10 +37,10 @@ impl Model {
             .into_inner()
             .analytics
             .expect("analytics");
-        let recent = walk_recent(query, 0, 37, self.max_position).await;
+        let recent = walk(query, List::Recent(0), 37, self.max_position).await;
         let mut by_status = Vec::new();
         for status in [S::Draft, S::Placed, S::Shipped, S::Cancelled] {
-            by_status.push(walk_recent(query, status as i32, 50, self.max_position).await);
+            by_status.push(walk(query, List::Recent(status as i32), 50, self.max_position).await);
         }
         let mut by_customer = BTreeMap::new();
         let customers: BTreeSet<_> = self
@@ -49,7 +49,7 @@ impl Model {
             .map(|o| o.customer_id.clone())
             .collect();
         for customer in customers {
-            let orders = walk_customer(query, &customer, 4, self.max_position).await;
+            let orders = walk(query, List::Customer(&customer), 4, self.max_position).await;
             by_customer.insert(customer, orders);
         }
         ReadSnapshot {

@@ -597,23 +597,7 @@ async fn reflection_lists_the_query_service_in_v1_and_v1alpha() {
     let cmd = start_command_service(&dir.path().join("command"));
     let qs = start_query_service(&dir.path().join("query"), &cmd.endpoint());
     for version in ["v1", "v1alpha"] {
-        let listed = reflection::ask(
-            qs.channel().await,
-            version,
-            reflection::ReflectionRequest {
-                list_services: Some(String::new()),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap_or_else(|s| panic!("reflection {version}: {s:?}"));
-        let names: Vec<String> = listed
-            .list_services_response
-            .expect("a service list")
-            .service
-            .into_iter()
-            .map(|s| s.name)
-            .collect();
+        let names = reflection::list_services(qs.channel().await, version).await;
         assert!(
             names.contains(&"orders.v1.QueryService".to_owned()),
             "{names:?}"
@@ -626,21 +610,10 @@ async fn reflection_lists_the_query_service_in_v1_and_v1alpha() {
             !names.contains(&"orders.v1.CommandService".to_owned()),
             "{names:?}"
         );
-        let described = reflection::ask(
-            qs.channel().await,
-            version,
-            reflection::ReflectionRequest {
-                file_containing_symbol: Some("orders.v1.QueryService".into()),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap_or_else(|s| panic!("reflection {version}: {s:?}"));
-        assert!(!described
-            .file_descriptor_response
-            .expect("a descriptor")
-            .file_descriptor_proto
-            .is_empty());
+        let files =
+            reflection::files_containing(qs.channel().await, version, "orders.v1.QueryService")
+                .await;
+        assert!(!files.is_empty());
     }
 }
 
