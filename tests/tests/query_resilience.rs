@@ -86,9 +86,13 @@ async fn command_service_restarting_is_reconnected_and_caught_up() {
     let q = query_client(&qs).await;
 
     let first = run_workload(cmd.channel().await, "before", 40, 8, 1).await;
-    eventually("connected", Duration::from_secs(10), || {
+    // Killed only once the replica has everything: what it applied is then known.
+    eventually("connected and caught up", Duration::from_secs(10), || {
         let q = q.clone();
-        async move { projection_status(&q).await.connected.then_some(()) }
+        async move {
+            let s = projection_status(&q).await;
+            (s.connected && s.applied_position == first.max_position).then_some(())
+        }
     })
     .await;
 
