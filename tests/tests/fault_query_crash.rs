@@ -7,15 +7,14 @@
 //!
 //! `FAULT_QUERY_ROUNDS=200 cargo test -p e2e-tests --test fault_query_crash`
 
-mod fault_common;
-mod support;
-
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use e2e::model::{placement_dates, projection_status, run_workload, Model};
+use e2e::fault::{count, seed};
+use e2e::model::placement_dates;
+use e2e::queries::projection_status;
+use e2e::workload::run_workload;
 use e2e::{command_client, query_args, query_client, read_log, start_command_service, Service};
-use fault_common::{count, seed};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tempfile::TempDir;
@@ -25,12 +24,6 @@ fn start_replica(dir: &Path, endpoint: &str, max_batch: u32) -> Service {
     let mut args = query_args(dir, "127.0.0.1:0", endpoint);
     args.extend(["--max-batch".to_owned(), max_batch.to_string()]);
     Service::spawn("query-service", &args, &[])
-}
-
-fn merge(model: &mut Model, part: Model) {
-    model.orders.extend(part.orders);
-    model.max_position = model.max_position.max(part.max_position);
-    model.commands_acknowledged += part.commands_acknowledged;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -54,7 +47,7 @@ async fn kill_9_of_query_service_during_catch_up_and_live_apply() {
             // transaction; killed once a random share of it is applied.
             let part =
                 run_workload(channel.clone(), &format!("c{round}"), 25, 12, rng.random()).await;
-            merge(&mut model, part);
+            model.merge(part);
             head = model.max_position;
             let mut replica = start_replica(&query_dir, &cmd.endpoint(), 1);
             let q = query_client(&replica).await;
@@ -98,7 +91,7 @@ async fn kill_9_of_query_service_during_catch_up_and_live_apply() {
                 );
             };
             let was_live = !workload.is_finished();
-            merge(&mut model, workload.await.expect("workload"));
+            model.merge(workload.await.expect("workload"));
             head = model.max_position;
             if was_live {
                 mid_live += 1;
