@@ -21,8 +21,6 @@ async fn main() -> ExitCode {
     tracing::info!(
         listen = %config.listen,
         data_dir = %config.data_dir.display(),
-        log_level = %server.log_level,
-        log_format = ?server.log_format,
         cache_mb = config.cache_mb,
         max_batch = config.max_batch,
         heartbeat_ms = config.heartbeat_ms,
@@ -30,16 +28,7 @@ async fn main() -> ExitCode {
         // Whether a token is set, never the token.
         command_auth = server.auth_token.is_some() || server.auth_token_file.is_some(),
         subscribe_auth = config.subscribe_token.is_some() || config.subscribe_token_file.is_some(),
-        tls = server.tls_cert.is_some(),
-        max_message_bytes = server.max_message_bytes,
-        request_timeout_ms = server.request_timeout_ms,
-        shutdown_grace_ms = server.shutdown_grace_ms,
-        max_concurrent_streams = server.max_concurrent_streams,
-        max_requests_per_connection = server.max_requests_per_connection,
-        max_connections = server.max_connections,
-        keepalive_interval_ms = server.keepalive_interval_ms,
-        keepalive_timeout_ms = server.keepalive_timeout_ms,
-        metrics_listen = ?server.metrics_listen,
+        server = %server,
         "effective configuration"
     );
     // Configuration errors end the start before anything is opened or bound.

@@ -23,8 +23,6 @@ async fn main() -> ExitCode {
         listen = %config.listen,
         data_dir = %config.data_dir.display(),
         command_endpoint = %config.command_endpoint,
-        log_level = %server.log_level,
-        log_format = ?server.log_format,
         max_wait_ms = config.max_wait_ms,
         rebuild = config.rebuild,
         cache_mb = config.cache_mb,
@@ -34,17 +32,8 @@ async fn main() -> ExitCode {
         // Whether a token is set, never the token.
         query_auth = server.auth_token.is_some() || server.auth_token_file.is_some(),
         subscribe_token = config.subscribe_token.is_some() || config.subscribe_token_file.is_some(),
-        tls = server.tls_cert.is_some(),
         command_ca_file = ?config.command_ca_file,
-        max_message_bytes = server.max_message_bytes,
-        request_timeout_ms = server.request_timeout_ms,
-        shutdown_grace_ms = server.shutdown_grace_ms,
-        max_concurrent_streams = server.max_concurrent_streams,
-        max_requests_per_connection = server.max_requests_per_connection,
-        max_connections = server.max_connections,
-        keepalive_interval_ms = server.keepalive_interval_ms,
-        keepalive_timeout_ms = server.keepalive_timeout_ms,
-        metrics_listen = ?server.metrics_listen,
+        server = %server,
         "effective configuration"
     );
     if server.request_timeout_ms <= config.max_wait_ms {

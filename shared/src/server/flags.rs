@@ -147,6 +147,34 @@ pub struct ServerFlags<E: ServerEnv> {
     _env: PhantomData<E>,
 }
 
+/// The effective values, for the start-up log line; never a token (whether
+/// one is set is for the service to say, under its own name).
+impl<E: ServerEnv> std::fmt::Display for ServerFlags<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "log_level={} log_format={:?} tls={} max_message_bytes={} request_timeout_ms={} \
+             max_concurrent_streams={} max_requests_per_connection={} max_connections={} \
+             keepalive_interval_ms={} keepalive_timeout_ms={} shutdown_grace_ms={} metrics_listen=",
+            self.log_level,
+            self.log_format,
+            self.tls_cert.is_some(),
+            self.max_message_bytes,
+            self.request_timeout_ms,
+            self.max_concurrent_streams,
+            self.max_requests_per_connection,
+            self.max_connections,
+            self.keepalive_interval_ms,
+            self.keepalive_timeout_ms,
+            self.shutdown_grace_ms,
+        )?;
+        match self.metrics_listen {
+            Some(addr) => write!(f, "{addr}"),
+            None => f.write_str("off"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use clap::Parser;
@@ -191,6 +219,16 @@ mod tests {
         assert_eq!(config.server.max_message_bytes, 4 * 1024 * 1024);
         assert_eq!(config.server.keepalive_interval_ms, 30_000);
         assert_eq!(config.server.keepalive_timeout_ms, 10_000);
+    }
+
+    #[test]
+    fn the_effective_values_print_without_the_token() {
+        let config = Config::try_parse_from(["svc", "--auth-token", "hunter2"]).unwrap();
+        let line = config.server.to_string();
+        assert!(
+            line.contains("keepalive_interval_ms=30000") && line.contains("metrics_listen=off")
+        );
+        assert!(!line.contains("hunter2"), "{line}");
     }
 
     #[test]
