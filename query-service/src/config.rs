@@ -44,8 +44,8 @@ pub struct Config {
     #[arg(long, env = "QUERY_REBUILD")]
     pub rebuild: bool,
 
-    /// sled page cache size in MiB. sled's resident memory grows with it by
-    /// more than the figure (BENCHMARKS.md has measurements).
+    /// sled page cache size in MiB; the process's resident memory grows with
+    /// it, by more than the cache size itself (BENCHMARKS.md).
     #[arg(long, env = "QUERY_CACHE_MB", default_value_t = 64,
           value_parser = clap::value_parser!(u64).range(8..=65_536))]
     pub cache_mb: u64,
