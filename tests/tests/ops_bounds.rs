@@ -3,9 +3,10 @@
 //! query-service. One more is refused with RESOURCE_EXHAUSTED naming the flag,
 //! and a place comes back when a stream ends.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use e2e::{command_args, command_client, pb, query_args, query_client, Service};
+use e2e::commands::{create, item};
+use e2e::{command_args, command_client, eventually, pb, query_args, query_client, Service};
 use tempfile::TempDir;
 use tonic::{Code, Status};
 
@@ -45,14 +46,15 @@ async fn subscribe_events_streams_beyond_the_limit_are_refused() {
     );
 
     drop(open.pop());
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while client.subscribe_events(subscribe()).await.is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "a closed stream never gave its place back"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(
+        "a closed stream to give its place back",
+        Duration::from_secs(20),
+        || {
+            let mut client = client.clone();
+            async move { client.subscribe_events(subscribe()).await.ok() }
+        },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -72,13 +74,7 @@ async fn watchers_beyond_the_limits_per_order_and_in_total_are_refused() {
     let mut last = 0;
     for id in ["w1", "w2", "w3"] {
         last = commands
-            .create_order(pb::CreateOrderRequest {
-                order_id: id.to_owned(),
-                customer_id: "cust-bounds".to_owned(),
-                items: vec![e2e::item("sku-1", 1, 100)],
-                currency: "USD".to_owned(),
-                command_id: String::new(),
-            })
+            .create_order(create(id, vec![item("sku-1", 1, 100)]))
             .await
             .expect("create")
             .into_inner()
@@ -116,12 +112,13 @@ async fn watchers_beyond_the_limits_per_order_and_in_total_are_refused() {
     assert_refused(queries.watch_order(watch("w3")).await, "--max-watchers");
 
     drop(w1);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while queries.watch_order(watch("w1")).await.is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "a closed watch never gave its place back"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(
+        "a closed watch to give its place back",
+        Duration::from_secs(20),
+        || {
+            let mut queries = queries.clone();
+            async move { queries.watch_order(watch("w1")).await.ok() }
+        },
+    )
+    .await;
 }

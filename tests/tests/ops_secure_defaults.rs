@@ -3,28 +3,15 @@
 //! calls to methods that do not exist cannot grow `/metrics`.
 
 use std::collections::BTreeSet;
-use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use e2e::{command_args, pb, Service};
+use e2e::auth::{bearer, COMMAND_TOKEN};
+use e2e::metrics::{metrics_addr, scrape};
+use e2e::{command_args, command_client, pb, within, Service};
 use shared::grpc_codec::OrdersCodec;
-use shared::proto::command_service_client::CommandServiceClient;
 use tempfile::TempDir;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::codegen::http::uri::PathAndQuery;
-use tonic::metadata::MetadataValue;
 use tonic::Code;
-
-const COMMAND_TOKEN: &str = "only-command-token-5b2e";
-
-fn with_token<T>(message: T, token: Option<&str>) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    if let Some(token) = token {
-        let value = MetadataValue::try_from(format!("Bearer {token}")).expect("ascii token");
-        request.metadata_mut().insert("authorization", value);
-    }
-    request
-}
 
 fn start_command(dir: &TempDir, extra: &[&str]) -> Service {
     let mut args = command_args(dir.path(), "127.0.0.1:0");
@@ -36,8 +23,8 @@ fn start_command(dir: &TempDir, extra: &[&str]) -> Service {
 async fn a_command_token_alone_also_closes_subscribe_events() {
     let dir = TempDir::new().unwrap();
     let svc = start_command(&dir, &["--auth-token", COMMAND_TOKEN]);
-    let mut client = CommandServiceClient::new(svc.channel().await);
-    let subscribe = |token| with_token(pb::SubscribeEventsRequest { after_position: 0 }, token);
+    let mut client = command_client(&svc).await;
+    let subscribe = |token| bearer(pb::SubscribeEventsRequest { after_position: 0 }, token);
 
     for (case, token) in [("no token", None), ("a wrong token", Some("wrong"))] {
         match client.subscribe_events(subscribe(token)).await {
@@ -50,9 +37,8 @@ async fn a_command_token_alone_also_closes_subscribe_events() {
         .await
         .expect("the command token opens SubscribeEvents when no subscribe token is set")
         .into_inner();
-    let first = tokio::time::timeout(Duration::from_secs(10), stream.message())
+    let first = within("a first message", Duration::from_secs(10), stream.message())
         .await
-        .expect("a first message in time")
         .expect("no stream error")
         .expect("the stream is open");
     assert!(
@@ -74,7 +60,7 @@ async fn a_command_token_alone_also_closes_subscribe_events() {
 async fn with_no_token_the_start_up_log_says_every_rpc_is_open() {
     let dir = TempDir::new().unwrap();
     let svc = start_command(&dir, &[]);
-    let mut client = CommandServiceClient::new(svc.channel().await);
+    let mut client = command_client(&svc).await;
     client
         .subscribe_events(pb::SubscribeEventsRequest { after_position: 0 })
         .await
@@ -103,42 +89,6 @@ async fn a_subscribe_token_without_a_command_token_stops_the_start() {
     );
 }
 
-/// The address a service logged as `metrics listening on ADDR`.
-async fn metrics_addr(service: &Service) -> SocketAddr {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let found = service.logs().iter().find_map(|line| {
-            let rest = &line[line.find("metrics listening on ")? + "metrics listening on ".len()..];
-            rest.split(|c: char| c.is_whitespace() || c == '"' || c == ',')
-                .next()?
-                .parse()
-                .ok()
-        });
-        if let Some(addr) = found {
-            return addr;
-        }
-        assert!(Instant::now() < deadline, "no metrics address logged");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
-
-/// The body of `GET /metrics`.
-async fn scrape(addr: SocketAddr) -> String {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let request = format!("GET /metrics HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = String::new();
-    tokio::time::timeout(
-        Duration::from_secs(10),
-        stream.read_to_string(&mut response),
-    )
-    .await
-    .expect("a scrape in time")
-    .unwrap();
-    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
-    response
-}
-
 /// The values of the `command` label of `orders_commands_total`.
 fn command_labels(text: &str) -> BTreeSet<String> {
     text.lines()
@@ -163,7 +113,7 @@ async fn calls_to_made_up_methods_add_at_most_one_label_value() {
         ],
     );
     let addr = metrics_addr(&svc).await;
-    let mut client = CommandServiceClient::new(svc.channel().await);
+    let mut client = command_client(&svc).await;
     let refused = client
         .create_order(pb::CreateOrderRequest::default())
         .await
