@@ -71,6 +71,8 @@ pub enum RunError {
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("gRPC server: {0}")]
     Serve(#[from] tonic::transport::Error),
+    #[error(transparent)]
+    Server(#[from] shared::server::ServeError),
     /// Bad operating configuration (tokens, TLS files, metrics address).
     #[error("{0}")]
     Config(String),
