@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::{mpsc, RwLock, RwLockWriteGuard};
 
-use crate::order_row::OrderRow;
+use crate::read_models::order_view::OrderRow;
 
 /// Changes a watcher may have pending before it counts as too slow.
 const WATCHER_CAPACITY: usize = 1024;
