@@ -1,9 +1,11 @@
 //! How one event changes an order's row: a pure function from the row (if any) and the event to the new row, refusing events that do not fit. No storage here; the read models are written from the rows it returns.
 //!
 //! The status rules (which event may follow which status, and where it leads)
-//! and the merging of lines are each written once, below. The domain's
-//! `Order::apply` holds the same two rules for the write model; see
-//! ARCHITECTURE.md for what the projection could call from the domain crate.
+//! and the merging of lines are each written once in query-service, below.
+//! The domain's `Order::handle`/`Order::apply` hold the same two rules for the
+//! write model; once the domain crate exposes them (the status an event leads
+//! to from a status, and the merge of an added or removed line into a
+//! `Vec<Line>`), `next_status` and `set_line_quantity` become calls to it.
 
 use shared::domain::{Event, Line, OrderStatus, RecordedEvent, Sku};
 
