@@ -12,10 +12,9 @@ use tokio::sync::mpsc;
 
 use crate::read_models::checkpoint::Checkpoint;
 use crate::read_models::order_view::OrderRow;
-use crate::read_models::ApplyError;
 use crate::status::ProjectionStatus;
 use crate::storage::StoreError;
-use crate::store::{Generation, Store};
+use crate::store::{ApplyError, Generation, Store};
 use crate::watchers::Watchers;
 
 /// How often a rebuild logs its progress.

@@ -41,23 +41,21 @@ pub fn apply(
     recorded: &RecordedEvent,
 ) -> Result<OrderRow, ProjectionError> {
     let order_id = recorded.order_id.as_str();
-    let mut row = match (current, &recorded.event) {
-        (None, Event::OrderCreated { .. }) => {
+    let mut row = match current {
+        None => {
+            let row = created(recorded).ok_or_else(|| ProjectionError::UnknownOrder {
+                order_id: order_id.to_owned(),
+                event: recorded.event.name(),
+            })?;
             check_version(order_id, 0, recorded.version)?;
-            return Ok(created(recorded));
+            return Ok(row);
         }
-        (Some(_), Event::OrderCreated { .. }) => {
+        Some(_) if matches!(recorded.event, Event::OrderCreated { .. }) => {
             return Err(ProjectionError::AlreadyCreated {
                 order_id: order_id.to_owned(),
             })
         }
-        (None, event) => {
-            return Err(ProjectionError::UnknownOrder {
-                order_id: order_id.to_owned(),
-                event: event.name(),
-            })
-        }
-        (Some(row), _) => row,
+        Some(row) => row,
     };
     check_version(order_id, row.version, recorded.version)?;
     let previous = row.status;
@@ -68,7 +66,8 @@ pub fn apply(
             status: previous,
         })?;
     match &recorded.event {
-        Event::OrderCreated { .. } => unreachable!("handled above"),
+        // `next_status` refused it above: an order is created only once.
+        Event::OrderCreated { .. } => {}
         Event::ItemAdded {
             item,
             line_quantity,
@@ -123,8 +122,8 @@ pub fn apply(
     Ok(row)
 }
 
-/// The row an `OrderCreated` starts.
-fn created(recorded: &RecordedEvent) -> OrderRow {
+/// The row an `OrderCreated` starts; `None` for any other event.
+fn created(recorded: &RecordedEvent) -> Option<OrderRow> {
     let Event::OrderCreated {
         customer_id,
         currency,
@@ -133,12 +132,11 @@ fn created(recorded: &RecordedEvent) -> OrderRow {
         item_count,
     } = &recorded.event
     else {
-        unreachable!("called for OrderCreated only")
+        return None;
     };
-    OrderRow {
+    Some(OrderRow {
         order_id: recorded.order_id.as_str().to_owned(),
         customer_id: customer_id.as_str().to_owned(),
-        status: OrderStatus::Draft,
         lines: items.clone(),
         total_cents: *total_cents,
         item_count: *item_count,
@@ -148,13 +146,8 @@ fn created(recorded: &RecordedEvent) -> OrderRow {
         created_position: recorded.position,
         created_at: recorded.occurred_at,
         updated_at: recorded.occurred_at,
-        placed_at: None,
-        shipped_at: None,
-        cancelled_at: None,
-        carrier: String::new(),
-        tracking_number: String::new(),
-        cancel_reason: String::new(),
-    }
+        ..OrderRow::default()
+    })
 }
 
 /// The status rules of the read side: the status an order has after `event`,

@@ -14,6 +14,7 @@
 //! old tree is dropped after the switch. Nothing older is ever converted: a
 //! directory without a catalog this build reads is built anew.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
@@ -22,9 +23,10 @@ use serde::{Deserialize, Serialize};
 use shared::codec::{decode_snapshot, encode_snapshot};
 use shared::domain::{RecordedEvent, Timestamp};
 
+use crate::projection::{self, ProjectionError};
 use crate::read_models::checkpoint::{self, Checkpoint};
 use crate::read_models::order_view::OrderRow;
-use crate::read_models::{self, ApplyError, Batch, Descriptor, REGISTRY};
+use crate::read_models::{order_view, Batch, Change, Descriptor, REGISTRY};
 use crate::storage::{Reader, StoreError, Writes};
 
 /// Default-tree key of the `Catalog`.
@@ -336,7 +338,7 @@ impl Generation {
         };
         // The applier is the only writer of a generation, so nothing read here
         // changes before the batch is applied.
-        let (changes, kept) = read_models::project(&self.reader, events, keep)?;
+        let (changes, kept) = project(&self.reader, events, keep)?;
         let batch = Batch {
             changes: &changes,
             checkpoint: Checkpoint {
@@ -353,12 +355,76 @@ impl Generation {
     }
 }
 
+/// Why a batch was not applied. Nothing of the batch is stored in either case.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// `events[index]` does not fit the read models: a poison event.
+    #[error("event {index} of the batch: {error}")]
+    Projection {
+        index: usize,
+        error: ProjectionError,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Runs the projection over `events` (consecutive positions): each touched
+/// order's row before and after the batch, and the row after each event of
+/// the orders `keep` selects (asked once per order).
+fn project(
+    view: &Reader,
+    events: &[RecordedEvent],
+    keep: impl Fn(&str) -> bool,
+) -> Result<(Vec<Change>, Vec<OrderRow>), ApplyError> {
+    struct Touched {
+        before: Option<OrderRow>,
+        /// The latest row (only taken out while an event is applied to it).
+        row: Option<OrderRow>,
+        keep: bool,
+    }
+    let mut kept = Vec::new();
+    let mut touched: HashMap<&str, Touched> = HashMap::with_capacity(events.len());
+    let mut order: Vec<&str> = Vec::with_capacity(events.len());
+    for (index, event) in events.iter().enumerate() {
+        let id = event.order_id.as_str();
+        let entry = match touched.entry(id) {
+            std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
+            std::collections::hash_map::Entry::Vacant(entry) => {
+                order.push(id);
+                let before = order_view::get(view, id)?;
+                entry.insert(Touched {
+                    row: before.clone(),
+                    before,
+                    keep: keep(id),
+                })
+            }
+        };
+        let row = projection::apply(entry.row.take(), event)
+            .map_err(|error| ApplyError::Projection { index, error })?;
+        if entry.keep {
+            kept.push(row.clone());
+        }
+        entry.row = Some(row);
+    }
+    let changes = order
+        .into_iter()
+        .filter_map(|id| {
+            let t = touched.remove(id)?;
+            Some(Change {
+                before: t.before,
+                after: t.row?,
+            })
+        })
+        .collect();
+    Ok((changes, kept))
+}
+
 #[cfg(test)]
 mod tests {
     use shared::domain::{Currency, CustomerId, Event, Line, OrderId, OrderStatus, Sku, Text};
 
     use super::*;
-    use crate::read_models::{analytics, order_lists, order_view};
+    use crate::read_models::{analytics, order_lists};
 
     /// Opens the store on a directory whose previous handle was just dropped.
     /// sled's IO threads can hold the directory lock for a moment after the

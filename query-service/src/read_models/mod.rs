@@ -10,11 +10,11 @@
 //! | analytics | `analytics` | `a` |
 //! | checkpoint | `checkpoint` | `p` |
 //!
-//! Applying a batch of events: `project` runs the projection over the order
-//! rows the events touch (read from `order_view`, the state every update starts
-//! from), then each registered model turns the changes into writes
-//! (`Descriptor::update`), and the generation commits those writes and the
-//! checkpoint as one atomic batch. The catalog (`store.rs`) records which
+//! Applying a batch of events (`store::Generation::apply`): the projection
+//! runs over the order rows the events touch (read from `order_view`, the
+//! state every update starts from), then each registered model turns the
+//! changes into writes (`Descriptor::update`), and the generation commits
+//! those writes and the checkpoint as one atomic batch. The catalog (`store.rs`) records which
 //! models, at which versions, a generation holds; a generation that lacks one
 //! is rebuilt from position 0.
 
@@ -23,11 +23,6 @@ pub mod checkpoint;
 pub mod order_lists;
 pub mod order_view;
 
-use std::collections::HashMap;
-
-use shared::domain::RecordedEvent;
-
-use crate::projection::{self, ProjectionError};
 use crate::storage::{Reader, StoreError, Writes};
 use checkpoint::Checkpoint;
 use order_view::OrderRow;
@@ -71,70 +66,6 @@ pub struct Batch<'a> {
     pub changes: &'a [Change],
     /// The progress after the batch.
     pub checkpoint: Checkpoint,
-}
-
-/// Why a batch was not applied. Nothing of the batch is stored in either case.
-#[derive(Debug, thiserror::Error)]
-pub enum ApplyError {
-    /// `events[index]` does not fit the read models: a poison event.
-    #[error("event {index} of the batch: {error}")]
-    Projection {
-        index: usize,
-        error: ProjectionError,
-    },
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
-
-/// Runs the projection over `events` (consecutive positions): each touched
-/// order's row before and after the batch, and the row after each event of
-/// the orders `keep` selects (asked once per order).
-pub fn project(
-    view: &Reader,
-    events: &[RecordedEvent],
-    keep: impl Fn(&str) -> bool,
-) -> Result<(Vec<Change>, Vec<OrderRow>), ApplyError> {
-    struct Touched {
-        before: Option<OrderRow>,
-        /// The latest row (only taken out while an event is applied to it).
-        row: Option<OrderRow>,
-        keep: bool,
-    }
-    let mut kept = Vec::new();
-    let mut touched: HashMap<&str, Touched> = HashMap::with_capacity(events.len());
-    let mut order: Vec<&str> = Vec::with_capacity(events.len());
-    for (index, event) in events.iter().enumerate() {
-        let id = event.order_id.as_str();
-        let entry = match touched.entry(id) {
-            std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
-            std::collections::hash_map::Entry::Vacant(entry) => {
-                order.push(id);
-                let before = order_view::get(view, id)?;
-                entry.insert(Touched {
-                    row: before.clone(),
-                    before,
-                    keep: keep(id),
-                })
-            }
-        };
-        let row = projection::apply(entry.row.take(), event)
-            .map_err(|error| ApplyError::Projection { index, error })?;
-        if entry.keep {
-            kept.push(row.clone());
-        }
-        entry.row = Some(row);
-    }
-    let changes = order
-        .into_iter()
-        .filter_map(|id| {
-            let t = touched.remove(id)?;
-            Some(Change {
-                before: t.before,
-                after: t.row?,
-            })
-        })
-        .collect();
-    Ok((changes, kept))
 }
 
 #[cfg(test)]

@@ -57,21 +57,21 @@ fn update(batch: &Batch<'_>, _: &Reader, writes: &mut Writes) -> Result<(), Stor
     Ok(())
 }
 
-#[cfg(test)]
-impl OrderRow {
-    /// A Draft order of customer `c` created at position 1 with `lines`, for tests.
-    pub(crate) fn draft(order_id: &str, lines: Vec<Line>) -> OrderRow {
+/// An empty Draft row, never placed, shipped or cancelled: what the
+/// projection fills in from an `OrderCreated`.
+impl Default for OrderRow {
+    fn default() -> Self {
         OrderRow {
-            order_id: order_id.to_owned(),
-            customer_id: "c".to_owned(),
+            order_id: String::new(),
+            customer_id: String::new(),
             status: OrderStatus::Draft,
-            total_cents: lines.iter().map(|l| l.total_cents() as i64).sum(),
-            item_count: lines.iter().map(|l| u64::from(l.quantity)).sum(),
-            lines,
-            currency: "USD".to_owned(),
-            version: 1,
-            last_position: 1,
-            created_position: 1,
+            lines: Vec::new(),
+            total_cents: 0,
+            item_count: 0,
+            currency: String::new(),
+            version: 0,
+            last_position: 0,
+            created_position: 0,
             created_at: Timestamp(0),
             updated_at: Timestamp(0),
             placed_at: None,
@@ -80,6 +80,25 @@ impl OrderRow {
             carrier: String::new(),
             tracking_number: String::new(),
             cancel_reason: String::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+impl OrderRow {
+    /// A Draft order of customer `c` created at position 1 with `lines`, for tests.
+    pub(crate) fn draft(order_id: &str, lines: Vec<Line>) -> OrderRow {
+        OrderRow {
+            order_id: order_id.to_owned(),
+            customer_id: "c".to_owned(),
+            total_cents: lines.iter().map(|l| l.total_cents() as i64).sum(),
+            item_count: lines.iter().map(|l| u64::from(l.quantity)).sum(),
+            lines,
+            currency: "USD".to_owned(),
+            version: 1,
+            last_position: 1,
+            created_position: 1,
+            ..OrderRow::default()
         }
     }
 }
