@@ -14,7 +14,7 @@
 //! old tree is dropped after the switch. Nothing older is ever converted: a
 //! directory without a catalog this build reads is built anew.
 
-use std::collections::HashMap;
+use std::collections::hash_map::{Entry, HashMap};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
@@ -388,8 +388,8 @@ fn project(
     for (index, event) in events.iter().enumerate() {
         let id = event.order_id.as_str();
         let entry = match touched.entry(id) {
-            std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
-            std::collections::hash_map::Entry::Vacant(entry) => {
+            Entry::Occupied(entry) => entry.into_mut(),
+            Entry::Vacant(entry) => {
                 order.push(id);
                 let before = order_view::get(view, id)?;
                 entry.insert(Touched {
@@ -773,6 +773,9 @@ mod tests {
         }
         assert_eq!(entries(&rebuilt), incremental);
         assert_eq!(entries(&store.active()), incremental);
+        // Every entry is under the prefix of a registered model.
+        let prefixes: Vec<u8> = REGISTRY.iter().flat_map(|m| m.prefixes).copied().collect();
+        assert!(incremental.iter().all(|(k, _)| prefixes.contains(&k[0])));
         let stats = rebuilt.read(&analytics::MODEL).unwrap();
         assert!(analytics::report(stats, 10).unwrap().daily.len() > 1);
     }

@@ -14,9 +14,12 @@
 //! runs over the order rows the events touch (read from `order_view`, the
 //! state every update starts from), then each registered model turns the
 //! changes into writes (`Descriptor::update`), and the generation commits
-//! those writes and the checkpoint as one atomic batch. The catalog (`store.rs`) records which
-//! models, at which versions, a generation holds; a generation that lacks one
-//! is rebuilt from position 0.
+//! those writes and the checkpoint as one atomic batch. The catalog
+//! (`store.rs`) records which models, at which versions, a generation holds;
+//! a generation that lacks one is rebuilt from position 0.
+//!
+//! Nothing here imports `store`: the catalog depends on this registry, never
+//! the reverse.
 
 pub mod analytics;
 pub mod checkpoint;
