@@ -103,19 +103,19 @@ fn paying(status: OrderStatus) -> bool {
 
 /// The change a batch makes to the analytics, summed over the orders it touched.
 #[derive(Debug, Default)]
-struct Delta {
+struct Delta<'a> {
     /// Indexed by `OrderStatus as usize`.
     counts: [i64; 4],
     revenue_cents: i128,
     /// sku -> (quantity, revenue)
-    products: BTreeMap<String, (i64, i128)>,
+    products: BTreeMap<&'a str, (i64, i128)>,
     /// date -> (orders, revenue)
     days: BTreeMap<String, (i64, i128)>,
 }
 
-impl Delta {
+impl<'a> Delta<'a> {
     /// Adds (`sign` 1) or takes back (`sign` -1) what `row` contributes.
-    fn add(&mut self, row: &OrderRow, sign: i64) {
+    fn add(&mut self, row: &'a OrderRow, sign: i64) {
         self.counts[row.status as usize] += sign;
         if !paying(row.status) {
             return;
@@ -123,10 +123,7 @@ impl Delta {
         let total = i128::from(row.total_cents) * i128::from(sign);
         self.revenue_cents += total;
         for line in &row.lines {
-            let product = self
-                .products
-                .entry(line.sku.as_str().to_owned())
-                .or_default();
+            let product = self.products.entry(line.sku.as_str()).or_default();
             product.0 += i64::from(line.quantity) * sign;
             product.1 += line.total_cents() * i128::from(sign);
         }
@@ -156,7 +153,7 @@ impl Delta {
             let product_key = key(&[PRODUCT, sku.as_bytes()]);
             let old: ProductTotals = reader.get(&product_key)?.unwrap_or_default();
             if old.quantity > 0 {
-                writes.remove(top_key(old.quantity, &sku));
+                writes.remove(top_key(old.quantity, sku));
             }
             let new = ProductTotals {
                 quantity: shift(old.quantity, quantity),
@@ -166,7 +163,7 @@ impl Delta {
                 writes.remove(product_key);
             } else {
                 // After the removal above: of two writes to one key, the last counts.
-                writes.put(top_key(new.quantity, &sku), &new);
+                writes.put(top_key(new.quantity, sku), &new);
                 writes.put(product_key, &new);
             }
         }
