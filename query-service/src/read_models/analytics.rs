@@ -1,18 +1,23 @@
-//! The analytics read model: running totals, one row per sku and per day, and a top-products index, so a batch and a query touch only what they need.
+//! The analytics read model: running totals, products in hash buckets and in quantity bands, one row per day, so a batch and a query touch only what they need.
 //!
 //! | entry | key | value |
 //! |---|---|---|
 //! | totals | `a`, `t` | `Totals` (counts by status, placed revenue) |
-//! | product | `a`, `p`, sku | `ProductTotals` |
-//! | top products | `a`, `q`, `!quantity` (u64 BE), sku | `ProductTotals` |
+//! | products | `a`, `p`, bucket (hash of the sku mod 64) | sku -> `ProductTotals` |
+//! | top products | `a`, `q`, `!band` (of the quantity) | sku -> `ProductTotals` |
 //! | day | `a`, `d`, `YYYY-MM-DD` | `DayTotals` |
 //!
 //! What an order contributes is a function of its row alone (its status,
 //! total, lines and placement day), so a batch adds, per order it touched, the
 //! contribution of the row after it and takes back that of the row before.
-//! Only the products and days a batch changes are read and written; the top
-//! index sorts by quantity descending, then sku ascending, so `top_n` reads the
-//! first N entries and nothing else.
+//! Only the rows of the products and days a batch changes are read and
+//! written. Products are grouped in rows rather than stored one per entry:
+//! every sled write copies the leaf it lands in, and a batch placing orders
+//! touches hundreds of skus whose entries share a few leaves, which made one
+//! entry per sku (and per index position) cost twice the whole apply. The
+//! bands order products by quantity (a higher band only holds higher
+//! quantities), so `top_n` decodes the highest bands until it has N products,
+//! never every sku.
 
 use std::collections::BTreeMap;
 
@@ -21,8 +26,11 @@ use shared::domain::OrderStatus;
 
 use super::order_view::OrderRow;
 use super::{Batch, Descriptor};
-use crate::storage::{decode, descending, key, Reader, StoreError, Writes};
+use crate::storage::{decode, key, Reader, StoreError, Writes};
 
+/// Product rows are this many buckets: a batch writes at most this many
+/// product rows however many skus it touches.
+const BUCKETS: u32 = 64;
 const TOTALS: &[u8] = b"at";
 const PRODUCT: &[u8] = b"ap";
 const TOP: &[u8] = b"aq";
@@ -54,6 +62,9 @@ pub struct ProductTotals {
     pub quantity: u64,
     pub revenue_cents: i128,
 }
+
+/// Products of one bucket or one band, by sku.
+type Products = BTreeMap<String, ProductTotals>;
 
 /// Orders placed on one UTC date and not cancelled since; stored only while
 /// there are some.
@@ -92,8 +103,44 @@ fn shift(count: u64, delta: i64) -> u64 {
     }
 }
 
-fn top_key(quantity: u64, sku: &str) -> Vec<u8> {
-    key(&[TOP, &descending(quantity), sku.as_bytes()])
+/// The row of the bucket `sku` falls in: a hash that stays the same across
+/// builds and platforms.
+fn bucket_key(sku: &str) -> Vec<u8> {
+    let hash = sku
+        .bytes()
+        .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
+    let bucket = u8::try_from(hash % BUCKETS).expect("BUCKETS fits a byte");
+    key(&[PRODUCT, &[bucket]])
+}
+
+/// Four bands per power of two (the two bits after the leading one), so
+/// a higher band only holds higher quantities; `quantity` is at least 1.
+fn band(quantity: u64) -> u8 {
+    let exponent = 63 - quantity.leading_zeros();
+    let fraction = if exponent >= 2 {
+        (quantity >> (exponent - 2)) & 3
+    } else {
+        (quantity << (2 - exponent)) & 3
+    };
+    u8::try_from(exponent * 4).expect("63 * 4 fits a byte") + fraction as u8
+}
+
+/// The band row of `quantity`; the highest band sorts first.
+fn band_key(quantity: u64) -> Vec<u8> {
+    key(&[TOP, &[u8::MAX - band(quantity)]])
+}
+
+/// The row under `key`, read once per batch into `rows`.
+fn loaded<'m>(
+    rows: &'m mut BTreeMap<Vec<u8>, Products>,
+    reader: &Reader,
+    key: Vec<u8>,
+) -> Result<&'m mut Products, StoreError> {
+    if !rows.contains_key(&key) {
+        let row = reader.get(&key)?.unwrap_or_default();
+        rows.insert(key.clone(), row);
+    }
+    Ok(rows.get_mut(&key).expect("inserted above"))
 }
 
 /// Revenue counts for orders now Placed or Shipped (not Draft, not Cancelled).
@@ -146,25 +193,35 @@ impl<'a> Delta<'a> {
             totals.placed_revenue_cents += self.revenue_cents;
             writes.put(TOTALS.to_vec(), &totals);
         }
+        let mut buckets = BTreeMap::new();
+        let mut bands = BTreeMap::new();
         for (sku, (quantity, revenue_cents)) in self.products {
             if (quantity, revenue_cents) == (0, 0) {
                 continue;
             }
-            let product_key = key(&[PRODUCT, sku.as_bytes()]);
-            let old: ProductTotals = reader.get(&product_key)?.unwrap_or_default();
-            if old.quantity > 0 {
-                writes.remove(top_key(old.quantity, sku));
-            }
+            let bucket = loaded(&mut buckets, reader, bucket_key(sku))?;
+            let old = bucket.get(sku).copied().unwrap_or_default();
             let new = ProductTotals {
                 quantity: shift(old.quantity, quantity),
                 revenue_cents: old.revenue_cents + revenue_cents,
             };
             if new.quantity == 0 {
-                writes.remove(product_key);
+                bucket.remove(sku);
             } else {
-                // After the removal above: of two writes to one key, the last counts.
-                writes.put(top_key(new.quantity, sku), &new);
-                writes.put(product_key, &new);
+                bucket.insert(sku.to_owned(), new);
+            }
+            if old.quantity > 0 {
+                loaded(&mut bands, reader, band_key(old.quantity))?.remove(sku);
+            }
+            if new.quantity > 0 {
+                loaded(&mut bands, reader, band_key(new.quantity))?.insert(sku.to_owned(), new);
+            }
+        }
+        for (key, row) in buckets.into_iter().chain(bands) {
+            if row.is_empty() {
+                writes.remove(key);
+            } else {
+                writes.put(key, &row);
             }
         }
         for (date, (orders, revenue_cents)) in self.days {
@@ -212,21 +269,22 @@ pub fn report(reader: &Reader, top_n: usize) -> Result<AnalyticsReport, StoreErr
     } else {
         totals.placed_revenue_cents.div_euclid(i128::from(paying))
     };
-    let top_products = reader
-        .scan(TOP, None)
-        .take(top_n)
-        .map(|entry| {
-            let (key, value) = entry?;
-            // The quantity is in the value too; the key only orders.
-            let sku = &key[TOP.len() + 8..];
-            let product: ProductTotals = decode(&value)?;
-            Ok((
-                String::from_utf8_lossy(sku).into_owned(),
-                product.quantity,
-                clamp(product.revenue_cents),
-            ))
-        })
-        .collect::<Result<_, StoreError>>()?;
+    let mut top_products = Vec::with_capacity(top_n.min(64));
+    for entry in reader.scan(TOP, None) {
+        if top_products.len() >= top_n {
+            break;
+        }
+        let band: Products = decode(&entry?.1)?;
+        let mut band: Vec<_> = band.into_iter().collect();
+        // By sku already (a BTreeMap); a stable sort keeps that for equal quantities.
+        band.sort_by_key(|(_, product)| std::cmp::Reverse(product.quantity));
+        let wanted = top_n - top_products.len();
+        top_products.extend(
+            band.into_iter()
+                .take(wanted)
+                .map(|(sku, p)| (sku, p.quantity, clamp(p.revenue_cents))),
+        );
+    }
     let daily = reader
         .scan(DAY, None)
         .map(|entry| {
@@ -273,6 +331,44 @@ mod tests {
             placed_at: Some(Timestamp(day * DAY)),
             ..row.clone()
         }
+    }
+
+    /// The skus in every row under `prefix` (products or bands), sorted.
+    fn stored(reader: &Reader, prefix: &[u8]) -> Vec<String> {
+        let mut skus: Vec<String> = reader
+            .scan(prefix, None)
+            .flat_map(|e| decode::<Products>(&e.unwrap().1).unwrap().into_keys())
+            .collect();
+        skus.sort();
+        skus
+    }
+
+    #[test]
+    fn bands_grow_with_the_quantity() {
+        let bands: Vec<u8> = (1..=4096).map(band).collect();
+        assert!(bands.windows(2).all(|w| w[0] <= w[1]));
+        assert_eq!((band(1), band(2), band(3), band(4)), (0, 4, 6, 8));
+        assert_eq!(band(u64::MAX), 255);
+    }
+
+    #[test]
+    fn top_n_crosses_bands_and_stops_when_it_has_enough() {
+        let (_dir, reader) = temporary();
+        let lines: Vec<_> = (1..=40u32)
+            .map(|q| line(&format!("s{:02}", q % 7), q, 1))
+            .collect();
+        let draft = OrderRow::draft("o", lines);
+        apply(
+            &reader,
+            vec![(None, with_status(&draft, OrderStatus::Placed, 0))],
+        );
+        let all = report(&reader, 100).unwrap().top_products;
+        assert_eq!(all.len(), 7);
+        assert!(all
+            .windows(2)
+            .all(|w| w[0].1 > w[1].1 || (w[0].1 == w[1].1 && w[0].0 < w[1].0)));
+        let top3 = report(&reader, 3).unwrap().top_products;
+        assert_eq!(top3, all[..3]);
     }
 
     /// Writes one batch of (row before, row after) changes.
@@ -328,10 +424,9 @@ mod tests {
         assert_eq!(report.placed_revenue_cents, 150);
         assert_eq!(report.top_products, vec![("b".to_owned(), 3, 150)]);
         assert_eq!(report.daily, vec![("1970-01-03".to_owned(), 1, 150)]);
-        // Nothing is left of sku a: no product row, no top entry.
-        let skus: Vec<_> = reader.scan(PRODUCT, None).map(|e| e.unwrap().0).collect();
-        assert_eq!(skus.len(), 1);
-        assert_eq!(reader.scan(TOP, None).count(), 1);
+        // Nothing is left of sku a: not in a product row, not in a band.
+        assert_eq!(stored(&reader, PRODUCT), ["b"]);
+        assert_eq!(stored(&reader, TOP), ["b"]);
     }
 
     #[test]
@@ -370,8 +465,9 @@ mod tests {
             report.top_products,
             vec![("a".to_owned(), 6, 60), ("b".to_owned(), 2, 20)]
         );
-        // One entry per sku: the old position of "a" is gone.
-        assert_eq!(reader.scan(TOP, None).count(), 2);
+        // One entry per sku: "a" left the band of quantity 1.
+        assert_eq!(stored(&reader, TOP), ["a", "b"]);
+        assert_eq!(stored(&reader, PRODUCT), ["a", "b"]);
         assert_eq!(report.daily, vec![("1970-01-01".to_owned(), 2, 80)]);
     }
 
