@@ -3,7 +3,7 @@
 use shared::domain::ValidationError;
 use tonic::{Code, Status};
 
-use crate::store::StoreError;
+use crate::storage::StoreError;
 
 /// Why a query failed. Variants say how the caller should react.
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +51,13 @@ impl From<QueryError> for Status {
             QueryError::NotCaughtUp { .. } => Code::DeadlineExceeded,
             QueryError::Stopped { .. } | QueryError::ShuttingDown => Code::Unavailable,
             QueryError::WatchLagged => Code::Aborted,
+            // Not a failure: the served generation lacks this model until a
+            // rebuild switches in (store.rs).
+            QueryError::Storage(StoreError::Rebuilding(model)) => {
+                return Status::unavailable(format!(
+                    "the {model} read model is being rebuilt from the event log; retry later"
+                ));
+            }
             QueryError::Storage(e) => {
                 tracing::error!(error = %e, "storage failure");
                 return Status::unavailable("storage failure in query-service; retry later");

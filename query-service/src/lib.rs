@@ -3,19 +3,18 @@
 //! `main` parses the config and binds; `run` owns everything after that, so tests
 //! and tools can start it on an already bound port-0 listener.
 
-pub mod analytics;
 pub mod applier;
-pub mod checkpoint;
 pub mod config;
 pub mod deadline;
 pub mod error;
 pub mod grpc;
 pub mod metrics;
-pub mod order_row;
 pub mod page_token;
 pub mod projection;
+pub mod read_models;
 pub mod routes;
 pub mod status;
+pub mod storage;
 pub mod store;
 pub mod subscriber;
 pub mod upstream;

@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::{mpsc, RwLock, RwLockWriteGuard};
 
-use crate::order_row::OrderRow;
+use crate::read_models::order_view::OrderRow;
 
 /// Changes a watcher may have pending before it counts as too slow.
 const WATCHER_CAPACITY: usize = 1024;
@@ -215,30 +215,14 @@ impl Drop for Registration {
 
 #[cfg(test)]
 mod tests {
-    use shared::domain::{OrderStatus, Timestamp};
-
     use super::*;
 
     fn row(order_id: &str, position: u64) -> OrderRow {
         OrderRow {
             order_id: order_id.to_owned(),
-            customer_id: "c".to_owned(),
-            status: OrderStatus::Draft,
-            lines: Vec::new(),
-            total_cents: 0,
-            item_count: 0,
-            currency: "USD".to_owned(),
             version: position,
             last_position: position,
-            created_position: 1,
-            created_at: Timestamp(0),
-            updated_at: Timestamp(0),
-            placed_at: None,
-            shipped_at: None,
-            cancelled_at: None,
-            carrier: String::new(),
-            tracking_number: String::new(),
-            cancel_reason: String::new(),
+            ..OrderRow::default()
         }
     }
 
