@@ -40,11 +40,18 @@ pub struct Reader {
     tree: sled::Tree,
 }
 
-/// The writes of one batch of events, applied atomically by the generation.
+/// The writes of one batch of events, applied atomically by the generation
+/// (`Reader::commit`): each key gets a new value, or `None` to remove it.
 #[derive(Default)]
 pub struct Writes {
-    batch: sled::Batch,
+    writes: Vec<(Vec<u8>, Option<Bytes>)>,
 }
+
+/// The key, outside every read model's prefix, of the last batch's writes
+/// as one value (see `Reader::commit`).
+pub(crate) const PENDING_KEY: &[u8] = b"\xffpending";
+/// Batches whose writes encode larger than this are applied with `apply_batch`.
+const PENDING_MAX_BYTES: usize = 32 * 1024;
 
 impl Reader {
     pub(crate) fn new(tree: sled::Tree) -> Self {
@@ -75,26 +82,135 @@ impl Reader {
             .map(|entry| entry.map_err(StoreError::from))
     }
 
-    /// Applies `writes` in one atomic sled batch (across a crash too).
+    /// Applies `writes` atomically across a crash, without `Tree::apply_batch`.
+    ///
+    /// `apply_batch` seals one of sled's log buffers per call, and sled's IO
+    /// pool then wakes all of its idle threads: at a few events per batch that
+    /// was half of query-service's CPU. Instead the batch's writes are first
+    /// stored as one value under `PENDING_KEY` (one insert: atomic), then
+    /// applied key by key. sled recovers a prefix of its log, so after a crash
+    /// either the pending value is the previous batch's (and none of this
+    /// batch's writes are there), or it is this batch's, and `recover` applies
+    /// it again: every write sets an absolute value, so applying it twice is
+    /// the same as once. The checkpoint is one of the writes, so it never
+    /// moves without the changes it covers.
+    ///
+    /// A large batch (catching up) is one `apply_batch` after all: one sealed
+    /// buffer is nothing for hundreds of events, and a pending value over
+    /// sled's blob threshold would be a file of its own. That batch also
+    /// removes the pending value, so no older batch is ever applied over it.
     pub(crate) fn commit(&self, writes: Writes) -> Result<(), StoreError> {
-        self.tree.apply_batch(writes.batch)?;
+        let pending = encode_writes(&writes.writes);
+        if pending.len() > PENDING_MAX_BYTES {
+            let mut batch = sled::Batch::default();
+            for (key, value) in writes.writes {
+                match value {
+                    Some(value) => batch.insert(key, value),
+                    None => batch.remove(key),
+                }
+            }
+            batch.remove(PENDING_KEY);
+            self.tree.apply_batch(batch)?;
+            return Ok(());
+        }
+        self.tree.insert(PENDING_KEY, pending)?;
+        apply_writes(&self.tree, writes.writes)
+    }
+
+    /// Completes the last batch a crash may have cut short (see `commit`).
+    pub(crate) fn recover(&self) -> Result<(), StoreError> {
+        if let Some(pending) = self.tree.get(PENDING_KEY)? {
+            apply_writes(&self.tree, decode_writes(&pending)?)?;
+        }
         Ok(())
     }
 }
 
 impl Writes {
     pub fn put<T: Serialize>(&mut self, key: Vec<u8>, value: &T) {
-        self.batch.insert(key, encode_snapshot(value));
+        self.writes.push((key, Some(encode_snapshot(value).into())));
     }
 
     /// Stores bytes already encoded with `encode`, e.g. one value under several keys.
     pub fn put_encoded(&mut self, key: Vec<u8>, value: Bytes) {
-        self.batch.insert(key, value);
+        self.writes.push((key, Some(value)));
     }
 
     pub fn remove(&mut self, key: Vec<u8>) {
-        self.batch.remove(key);
+        self.writes.push((key, None));
     }
+}
+
+fn apply_writes(
+    tree: &sled::Tree,
+    writes: Vec<(Vec<u8>, Option<Bytes>)>,
+) -> Result<(), StoreError> {
+    for (key, value) in writes {
+        match value {
+            Some(value) => tree.insert(key, value)?,
+            None => tree.remove(key)?,
+        };
+    }
+    Ok(())
+}
+
+/// `[key length u32 LE][key][0 = remove | 1 = put][value length u32 LE][value]`...
+fn encode_writes(writes: &[(Vec<u8>, Option<Bytes>)]) -> Vec<u8> {
+    let size = writes
+        .iter()
+        .map(|(k, v)| 9 + k.len() + v.as_ref().map_or(0, |v| v.len()))
+        .sum();
+    let mut out = Vec::with_capacity(size);
+    for (key, value) in writes {
+        out.extend_from_slice(
+            &u32::try_from(key.len())
+                .expect("a key under 4 GiB")
+                .to_le_bytes(),
+        );
+        out.extend_from_slice(key);
+        match value {
+            None => out.push(0),
+            Some(value) => {
+                out.push(1);
+                out.extend_from_slice(
+                    &u32::try_from(value.len())
+                        .expect("a value under 4 GiB")
+                        .to_le_bytes(),
+                );
+                out.extend_from_slice(value);
+            }
+        }
+    }
+    out
+}
+
+fn decode_writes(mut bytes: &[u8]) -> Result<Vec<(Vec<u8>, Option<Bytes>)>, StoreError> {
+    fn take<'a>(bytes: &mut &'a [u8], n: usize) -> Result<&'a [u8], StoreError> {
+        if bytes.len() < n {
+            return Err(CodecError::Empty.into());
+        }
+        let (head, rest) = bytes.split_at(n);
+        *bytes = rest;
+        Ok(head)
+    }
+    fn length(bytes: &mut &[u8]) -> Result<usize, StoreError> {
+        let raw: [u8; 4] = take(bytes, 4)?.try_into().expect("4 bytes");
+        Ok(u32::from_le_bytes(raw) as usize)
+    }
+    let mut writes = Vec::new();
+    while !bytes.is_empty() {
+        let len = length(&mut bytes)?;
+        let key = take(&mut bytes, len)?.to_vec();
+        let value = match take(&mut bytes, 1)?[0] {
+            0 => None,
+            _ => {
+                let len = length(&mut bytes)?;
+                Some(Bytes::from(take(&mut bytes, len)?))
+            }
+        };
+        writes.push((key, value));
+    }
+    Ok(writes)
 }
 
 /// A value encoded once, to be stored under several keys.
@@ -124,6 +240,76 @@ pub fn descending(n: u64) -> [u8; 8] {
 pub fn from_descending(part: &[u8]) -> Result<u64, StoreError> {
     let bytes: [u8; 8] = part.try_into().map_err(|_| CodecError::Empty)?;
     Ok(u64::MAX - u64::from_be_bytes(bytes))
+}
+
+#[cfg(test)]
+mod pending_tests {
+    use super::*;
+
+    fn writes(pairs: &[(&str, Option<&str>)]) -> Writes {
+        let mut writes = Writes::default();
+        for (key, value) in pairs {
+            match value {
+                Some(v) => writes.put_encoded(key.as_bytes().to_vec(), Bytes::from(v.as_bytes())),
+                None => writes.remove(key.as_bytes().to_vec()),
+            }
+        }
+        writes
+    }
+
+    fn value(reader: &Reader, key: &str) -> Option<Vec<u8>> {
+        reader.tree.get(key).unwrap().map(|v| v.to_vec())
+    }
+
+    #[test]
+    fn a_batch_cut_short_after_its_pending_value_is_completed_by_recover() {
+        let (_dir, reader) = temporary();
+        reader
+            .commit(writes(&[
+                ("a", Some("1")),
+                ("b", Some("1")),
+                ("gone", Some("x")),
+            ]))
+            .unwrap();
+        // The next batch: its pending value stored, then a crash after only
+        // one of its writes reached the tree.
+        let next = [("a", Some("2")), ("gone", None), ("c", Some("2"))];
+        reader
+            .tree
+            .insert(PENDING_KEY, encode_writes(&writes(&next).writes))
+            .unwrap();
+        reader.tree.insert("a", "2").unwrap();
+        reader.recover().unwrap();
+        assert_eq!(value(&reader, "a").as_deref(), Some(&b"2"[..]));
+        assert_eq!(value(&reader, "b").as_deref(), Some(&b"1"[..]));
+        assert_eq!(value(&reader, "c").as_deref(), Some(&b"2"[..]));
+        assert_eq!(value(&reader, "gone"), None);
+        // Recovering again changes nothing.
+        reader.recover().unwrap();
+        assert_eq!(value(&reader, "c").as_deref(), Some(&b"2"[..]));
+    }
+
+    #[test]
+    fn a_large_batch_is_atomic_and_clears_the_pending_value() {
+        let (_dir, reader) = temporary();
+        reader.commit(writes(&[("a", Some("small"))])).unwrap();
+        assert!(reader.tree.get(PENDING_KEY).unwrap().is_some());
+        let big = "x".repeat(PENDING_MAX_BYTES);
+        reader
+            .commit(writes(&[("a", Some(big.as_str())), ("b", Some("1"))]))
+            .unwrap();
+        assert_eq!(reader.tree.get(PENDING_KEY).unwrap(), None);
+        // Nothing older is applied over it at recovery.
+        reader.recover().unwrap();
+        assert_eq!(value(&reader, "a").map(|v| v.len()), Some(big.len()));
+    }
+
+    #[test]
+    fn writes_round_trip_through_their_encoding() {
+        let w = writes(&[("k1", Some("v1")), ("k2", None), ("", Some(""))]).writes;
+        assert_eq!(decode_writes(&encode_writes(&w)).unwrap(), w);
+        assert!(decode_writes(&[5, 0, 0, 0, b'a']).is_err());
+    }
 }
 
 /// A tree of its own in a temporary directory, for the read models' unit tests.

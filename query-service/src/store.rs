@@ -289,9 +289,12 @@ impl Generation {
                     .any(|r| r.name == m.name && r.version == m.version)
             })
             .collect();
+        let reader = Reader::new(db.open_tree(tree_name(record.number))?);
+        // A batch a crash cut short is completed before anything reads it.
+        reader.recover()?;
         Ok(Generation {
             record: record.clone(),
-            reader: Reader::new(db.open_tree(tree_name(record.number))?),
+            reader,
             holds,
         })
     }
@@ -535,6 +538,7 @@ mod tests {
     }
 
     /// Every entry of a generation's tree.
+    /// The read models' entries (not the storage layer's pending batch).
     fn entries(generation: &Generation) -> Vec<(Vec<u8>, Vec<u8>)> {
         generation
             .reader
@@ -543,6 +547,7 @@ mod tests {
                 let (k, v) = e.unwrap();
                 (k.to_vec(), v.to_vec())
             })
+            .filter(|(k, _)| k != crate::storage::PENDING_KEY)
             .collect()
     }
 
