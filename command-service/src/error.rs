@@ -41,6 +41,10 @@ pub enum StoreError {
     Codec(#[from] CodecError),
     #[error("corrupt event log key {0:02x?}")]
     LogKey(Vec<u8>),
+    #[error("corrupt history entry {0:02x?}")]
+    HistoryEntry(Vec<u8>),
+    #[error("the event at position {0} is missing from the log")]
+    MissingEvent(u64),
     #[error(transparent)]
     Wal(#[from] crate::wal::WalError),
     #[error("the write-ahead log continues at position {first} but the store ends at {head}: records are missing")]

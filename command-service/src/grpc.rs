@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use shared::convert::OrderEventsPage;
 use shared::domain::{Submission, ValidationError};
 use shared::proto as pb;
 use shared::proto::command_service_server::CommandService;
@@ -10,7 +11,7 @@ use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 
 use crate::error::CommandError;
-use crate::store::{CommandResult, Store};
+use crate::store::{self, CommandResult, Store};
 use crate::subscription::{EventStream, Subscription};
 use crate::writer::WriterHandle;
 
@@ -37,6 +38,40 @@ impl CommandApi {
             Err(e) => tracing::debug!(command = name, error = %e, "refused"),
         }
         Ok(result?)
+    }
+
+    /// One page of an order's history, read from the history index and the
+    /// log blocks (blocking sled reads: run off the async workers). Only
+    /// events up to the published head are listed, as `SubscribeEvents` would.
+    fn order_events(
+        store: &Store,
+        page: &OrderEventsPage,
+        head: u64,
+    ) -> Result<pb::ListOrderEventsResponse, CommandError> {
+        if store.load_order(&page.order_id)?.version == 0 {
+            return Err(CommandError::NotFound(page.order_id.clone()));
+        }
+        // One more than the page, to know whether another page follows.
+        let mut entries =
+            store.order_history(&page.order_id, page.after_version, page.page_size + 1)?;
+        entries.retain(|&(_, position)| position <= head);
+        let more = entries.len() > page.page_size;
+        entries.truncate(page.page_size);
+        let positions: Vec<u64> = entries.iter().map(|&(_, position)| position).collect();
+        let events = store
+            .events_at(&positions)?
+            .into_iter()
+            .zip(&positions)
+            .map(|(message, &position)| store::decode_event(position, message))
+            .collect::<Result<Vec<_>, _>>()?;
+        let next_page_token = match entries.last() {
+            Some(&(version, _)) if more => page.next_page_token(version),
+            _ => String::new(),
+        };
+        Ok(pb::ListOrderEventsResponse {
+            events,
+            next_page_token,
+        })
     }
 }
 
@@ -94,6 +129,22 @@ impl CommandService for CommandApi {
         request: Request<pb::CancelOrderRequest>,
     ) -> Result<Response<pb::CancelOrderResponse>, Status> {
         command_response!(CancelOrderResponse, self.execute(request.get_ref()).await?)
+    }
+
+    async fn list_order_events(
+        &self,
+        request: Request<pb::ListOrderEventsRequest>,
+    ) -> Result<Response<pb::ListOrderEventsResponse>, Status> {
+        let page = OrderEventsPage::try_from(request.get_ref()).map_err(CommandError::from)?;
+        let store = self.store.clone();
+        let head = *self.head.borrow();
+        let response = tokio::task::spawn_blocking(move || Self::order_events(&store, &page, head))
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "order history read panicked");
+                Status::internal("order history could not be read")
+            })??;
+        Ok(Response::new(response))
     }
 
     type SubscribeEventsStream = tokio_stream::Empty<Result<pb::SubscribeEventsResponse, Status>>;
