@@ -20,7 +20,7 @@ use tonic::server::{Grpc, NamedService, ServerStreamingService};
 use tonic::{Request, Response, Status};
 
 use crate::grpc::CommandApi;
-use crate::subscription::EventStream;
+use crate::subscription::{EventStream, SubscriberLimit};
 
 pub const SUBSCRIBE_PATH: &str = "/orders.v1.CommandService/SubscribeEvents";
 
@@ -30,10 +30,11 @@ pub struct CommandRoutes {
     api: Arc<CommandApi>,
     generated: CommandServiceServer<CommandApi>,
     max_message_bytes: usize,
+    subscribers: SubscriberLimit,
 }
 
 impl CommandRoutes {
-    pub fn new(api: CommandApi, max_message_bytes: usize) -> Self {
+    pub fn new(api: CommandApi, max_message_bytes: usize, subscribers: SubscriberLimit) -> Self {
         let api = Arc::new(api);
         let generated = CommandServiceServer::from_arc(Arc::clone(&api))
             .max_decoding_message_size(max_message_bytes)
@@ -42,6 +43,7 @@ impl CommandRoutes {
             api,
             generated,
             max_message_bytes,
+            subscribers,
         }
     }
 }
@@ -63,7 +65,7 @@ where
         if request.uri().path() != SUBSCRIBE_PATH {
             return self.generated.call(request);
         }
-        let method = StoredEvents(Arc::clone(&self.api));
+        let method = StoredEvents(Arc::clone(&self.api), self.subscribers.clone());
         let limit = Some(self.max_message_bytes);
         Box::pin(async move {
             let mut grpc = Grpc::new(PreEncodedCodec::<pb::SubscribeEventsRequest>::default())
@@ -77,7 +79,7 @@ impl NamedService for CommandRoutes {
     const NAME: &'static str = SERVICE_NAME;
 }
 
-struct StoredEvents(Arc<CommandApi>);
+struct StoredEvents(Arc<CommandApi>, SubscriberLimit);
 
 impl ServerStreamingService<pb::SubscribeEventsRequest> for StoredEvents {
     type Response = Bytes;
@@ -85,6 +87,10 @@ impl ServerStreamingService<pb::SubscribeEventsRequest> for StoredEvents {
     type Future = std::future::Ready<Result<Response<EventStream>, Status>>;
 
     fn call(&mut self, request: Request<pb::SubscribeEventsRequest>) -> Self::Future {
-        std::future::ready(self.0.subscribe(&request).map(Response::new))
+        let stream = self
+            .1
+            .admit()
+            .and_then(|slot| Ok(self.0.subscribe(&request)?.holding(slot)));
+        std::future::ready(stream.map(Response::new))
     }
 }

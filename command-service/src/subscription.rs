@@ -4,8 +4,12 @@
 //! The log on disk is the only source of events, so there is no switch-over from
 //! "catch-up" to "live" where an event could be missed or sent twice, and a slow
 //! subscriber only ever holds up its own task: writers never wait for it.
+//!
+//! Each open stream can buffer several MB, so at most `--max-subscribers` are
+//! open at once (`SubscriberLimit`); one more is refused with RESOURCE_EXHAUSTED.
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -13,7 +17,7 @@ use bytes::Bytes;
 use prost::Message;
 use shared::proto as pb;
 use shared::proto::subscribe_events_response::Kind;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio_stream::Stream;
 use tonic::Status;
 
@@ -24,6 +28,8 @@ use crate::store::Store;
 const CHUNK: usize = 1024;
 /// Chunks buffered per subscriber before its task waits for the client.
 const BUFFER: usize = 4;
+/// Reads of at most this many events (the live tail) run on the task itself.
+const INLINE_READ: u64 = 64;
 
 /// The stream of encoded `SubscribeEventsResponse` messages of one subscriber.
 ///
@@ -32,6 +38,54 @@ const BUFFER: usize = 4;
 pub struct EventStream {
     chunks: mpsc::Receiver<Result<Vec<Bytes>, Status>>,
     current: std::vec::IntoIter<Bytes>,
+    /// The stream's place under `--max-subscribers`, given back when it is dropped.
+    _slot: Option<OwnedSemaphorePermit>,
+}
+
+impl EventStream {
+    /// The stream, holding `slot` of the subscriber limit for as long as it lives.
+    pub fn holding(mut self, slot: SubscriberSlot) -> Self {
+        self._slot = Some(slot.0);
+        self
+    }
+}
+
+/// The bound on concurrent `SubscribeEvents` streams (`--max-subscribers`).
+#[derive(Debug, Clone)]
+pub struct SubscriberLimit {
+    open: Arc<Semaphore>,
+    max: usize,
+}
+
+/// One admitted subscription's place under the limit.
+#[derive(Debug)]
+pub struct SubscriberSlot(OwnedSemaphorePermit);
+
+impl SubscriberLimit {
+    pub fn new(max: usize) -> Self {
+        SubscriberLimit {
+            open: Arc::new(Semaphore::new(max)),
+            max,
+        }
+    }
+
+    /// A place for one more stream, or RESOURCE_EXHAUSTED naming the limit and its flag.
+    pub fn admit(&self) -> Result<SubscriberSlot, Status> {
+        match Arc::clone(&self.open).try_acquire_owned() {
+            Ok(permit) => Ok(SubscriberSlot(permit)),
+            Err(_) => {
+                tracing::warn!(
+                    max_subscribers = self.max,
+                    "SubscribeEvents refused: the subscriber limit is reached (--max-subscribers)"
+                );
+                Err(Status::resource_exhausted(format!(
+                    "too many SubscribeEvents streams: at most {} may be open at once \
+                     (--max-subscribers)",
+                    self.max
+                )))
+            }
+        }
+    }
 }
 
 impl Stream for EventStream {
@@ -107,6 +161,7 @@ impl Subscription {
         EventStream {
             chunks: rx,
             current: Vec::new().into_iter(),
+            _slot: None,
         }
     }
 
@@ -117,8 +172,14 @@ impl Subscription {
             while sent < head {
                 let store = self.store.clone();
                 let from = sent + 1;
-                let chunk =
-                    tokio::task::spawn_blocking(move || read_chunk(&store, from, head)).await;
+                // At the live tail a read is a few events just written, in
+                // sled's cache: read in place. Handing it to the blocking
+                // pool cost two thread wake-ups per group.
+                let chunk = if head - sent <= INLINE_READ {
+                    Ok(read_chunk(&store, from, head))
+                } else {
+                    tokio::task::spawn_blocking(move || read_chunk(&store, from, head)).await
+                };
                 let (messages, last) = match chunk {
                     Ok(Ok(read)) => read,
                     Ok(Err(ReadError::Gap { expected, found })) => {
@@ -194,4 +255,25 @@ fn heartbeat(head_position: u64) -> Bytes {
     }
     .encode_to_vec()
     .into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_subscriber_limit_refuses_one_more_and_frees_a_place_on_drop() {
+        let limit = SubscriberLimit::new(2);
+        let first = limit.admit().unwrap();
+        let _second = limit.admit().unwrap();
+        let refused = limit.admit().unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
+        assert!(
+            refused.message().contains("--max-subscribers"),
+            "{refused:?}"
+        );
+        assert!(refused.message().contains("at most 2"), "{refused:?}");
+        drop(first);
+        assert!(limit.admit().is_ok());
+    }
 }

@@ -332,13 +332,18 @@ impl Wal {
         let current = &mut state.current;
         let end = current.len + frame.len() as u64;
         if end > current.zeroed {
+            static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
             let zeroed = end + ZERO_AHEAD;
-            let zeros = vec![0u8; usize::try_from(zeroed - current.len).unwrap_or(0)];
-            current
-                .segment
-                .file
-                .write_all_at(&zeros, current.len)
-                .map_err(io_error(&current.segment.path))?;
+            let mut at = current.len.max(current.zeroed);
+            while at < zeroed {
+                let n = usize::try_from(zeroed - at).map_or(ZEROS.len(), |n| n.min(ZEROS.len()));
+                current
+                    .segment
+                    .file
+                    .write_all_at(&ZEROS[..n], at)
+                    .map_err(io_error(&current.segment.path))?;
+                at += n as u64;
+            }
             current.zeroed = zeroed;
         }
         current

@@ -10,10 +10,11 @@ use shared::domain::{RecordedEvent, Timestamp};
 use shared::proto as pb;
 use tokio::sync::mpsc;
 
-use crate::checkpoint::Checkpoint;
-use crate::order_row::OrderRow;
+use crate::read_models::checkpoint::Checkpoint;
+use crate::read_models::order_view::OrderRow;
 use crate::status::ProjectionStatus;
-use crate::store::{ApplyError, Generation, Store, StoreError};
+use crate::storage::StoreError;
+use crate::store::{ApplyError, Generation, Store};
 use crate::watchers::Watchers;
 
 /// How often a rebuild logs its progress.

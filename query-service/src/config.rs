@@ -6,9 +6,15 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use shared::telemetry::LogFormat;
-
 use shared::server::auth::{self, Secret};
+use shared::server::{ServerFlags, ServerSettings};
+
+use crate::upstream::Upstream;
+
+shared::server_env!(
+    /// query-service's common server flags read `QUERY_...` variables.
+    pub QueryEnv = "QUERY"
+);
 
 /// The read side of the order service pair.
 #[derive(Debug, Clone, Parser)]
@@ -27,14 +33,6 @@ pub struct Config {
           value_parser = parse_endpoint)]
     pub command_endpoint: String,
 
-    /// Log filter, e.g. `info` or `query_service=debug`.
-    #[arg(long, env = "QUERY_LOG_LEVEL", default_value = "info")]
-    pub log_level: String,
-
-    /// Log format: `text` or `json`.
-    #[arg(long, env = "QUERY_LOG_FORMAT", default_value = "text")]
-    pub log_format: LogFormat,
-
     /// Longest a query with `min_position` waits when the client sets no deadline
     /// (milliseconds); a client deadline shorter than this wins.
     #[arg(long, env = "QUERY_MAX_WAIT_MS", default_value_t = 5000,
@@ -46,27 +44,30 @@ pub struct Config {
     #[arg(long, env = "QUERY_REBUILD")]
     pub rebuild: bool,
 
-    /// sled page cache size in MiB. sled's resident memory grows with it by
-    /// more than the figure (BENCHMARKS.md: a 1M-event catch-up peaks near
-    /// 210 MB at 32, 240-275 MB at 64, 275-300 MB at 128).
+    /// sled page cache size in MiB; the process's resident memory grows with
+    /// it, by more than the cache size itself (BENCHMARKS.md).
     #[arg(long, env = "QUERY_CACHE_MB", default_value_t = 64,
           value_parser = clap::value_parser!(u64).range(8..=65_536))]
     pub cache_mb: u64,
 
-    /// Most events applied in one atomic sled batch. Large batches matter when
-    /// catching up (BENCHMARKS.md: 4096 applies about 1.3x faster than 512);
-    /// live traffic makes small batches anyway.
+    /// Most events applied in one atomic sled batch; larger batches catch up
+    /// faster (BENCHMARKS.md), live traffic makes small batches anyway.
     #[arg(long, env = "QUERY_MAX_BATCH", default_value_t = 4096,
           value_parser = clap::value_parser!(u64).range(1..=65_536))]
     pub max_batch: u64,
 
-    /// Bearer token required on query RPCs; unset: open.
-    #[arg(long, env = "QUERY_AUTH_TOKEN", hide_env_values = true)]
-    pub auth_token: Option<Secret>,
+    /// Most `WatchOrder` streams open on one order; more are refused with
+    /// RESOURCE_EXHAUSTED.
+    #[arg(long, env = "QUERY_MAX_WATCHERS_PER_ORDER",
+          default_value_t = crate::watchers::DEFAULT_MAX_PER_ORDER,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_watchers_per_order: u64,
 
-    /// File holding the query token (instead of --auth-token).
-    #[arg(long, env = "QUERY_AUTH_TOKEN_FILE")]
-    pub auth_token_file: Option<PathBuf>,
+    /// Most `WatchOrder` streams open in total; more are refused with
+    /// RESOURCE_EXHAUSTED.
+    #[arg(long, env = "QUERY_MAX_WATCHERS", default_value_t = crate::watchers::DEFAULT_MAX_TOTAL,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_watchers: u64,
 
     /// Bearer token presented to command-service on SubscribeEvents.
     #[arg(long, env = "QUERY_SUBSCRIBE_TOKEN", hide_env_values = true)]
@@ -76,14 +77,6 @@ pub struct Config {
     #[arg(long, env = "QUERY_SUBSCRIBE_TOKEN_FILE")]
     pub subscribe_token_file: Option<PathBuf>,
 
-    /// PEM certificate chain: serve gRPC over TLS (with --tls-key).
-    #[arg(long, env = "QUERY_TLS_CERT", requires = "tls_key")]
-    pub tls_cert: Option<PathBuf>,
-
-    /// PEM private key of --tls-cert.
-    #[arg(long, env = "QUERY_TLS_KEY", requires = "tls_cert")]
-    pub tls_key: Option<PathBuf>,
-
     /// PEM CA certificate(s) trusted for an `https://` --command-endpoint.
     #[arg(long, env = "QUERY_COMMAND_CA_FILE")]
     pub command_ca_file: Option<PathBuf>,
@@ -92,43 +85,23 @@ pub struct Config {
     #[arg(long, env = "QUERY_COMMAND_TLS_DOMAIN", requires = "command_ca_file")]
     pub command_tls_domain: Option<String>,
 
-    /// Largest gRPC message received or sent, in bytes.
-    #[arg(long, env = "QUERY_MAX_MESSAGE_BYTES", default_value_t = 4 * 1024 * 1024,
-          value_parser = clap::value_parser!(u64).range(1024..=256 * 1024 * 1024))]
-    pub max_message_bytes: u64,
+    #[command(flatten)]
+    pub server: ServerFlags<QueryEnv>,
+}
 
-    /// Longest a request may take when the client sets no shorter deadline
-    /// (milliseconds); keep it above --max-wait-ms.
-    #[arg(long, env = "QUERY_REQUEST_TIMEOUT_MS", default_value_t = 30_000,
-          value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
-    pub request_timeout_ms: u64,
-
-    /// Most concurrent HTTP/2 streams (RPCs, open watches included) per connection.
-    #[arg(long, env = "QUERY_MAX_CONCURRENT_STREAMS", default_value_t = 256,
-          value_parser = clap::value_parser!(u32).range(1..))]
-    pub max_concurrent_streams: u32,
-
-    /// Most requests being handled at once per connection; more are refused
-    /// with RESOURCE_EXHAUSTED.
-    #[arg(long, env = "QUERY_MAX_REQUESTS_PER_CONNECTION", default_value_t = 256,
-          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
-    pub max_requests_per_connection: u64,
-
-    /// Most client connections open at once; more are closed on accept.
-    #[arg(long, env = "QUERY_MAX_CONNECTIONS", default_value_t = 1024,
-          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
-    pub max_connections: u64,
-
-    /// Serve Prometheus metrics at http://ADDR/metrics (port 0 picks one; the
-    /// bound address is logged); unset: no metrics endpoint.
-    #[arg(long, env = "QUERY_METRICS_LISTEN")]
-    pub metrics_listen: Option<SocketAddr>,
-
-    /// After SIGINT/SIGTERM, how long open connections get to finish (milliseconds)
-    /// before they are closed anyway, e.g. a stream whose client stopped reading.
-    #[arg(long, env = "QUERY_SHUTDOWN_GRACE_MS", default_value_t = 10_000,
-          value_parser = clap::value_parser!(u64).range(0..=600_000))]
-    pub shutdown_grace_ms: u64,
+/// The configuration validated: what `run` uses, nothing left to read or check.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub data_dir: PathBuf,
+    pub command_endpoint: String,
+    pub upstream: Upstream,
+    pub max_wait: Duration,
+    pub rebuild: bool,
+    pub cache_bytes: u64,
+    pub max_batch: usize,
+    pub max_watchers_per_order: usize,
+    pub max_watchers: usize,
+    pub server: ServerSettings,
 }
 
 /// Accepts only what tonic can connect to, so a typo fails at start, not on first use.
@@ -142,46 +115,33 @@ fn parse_endpoint(value: &str) -> Result<String, String> {
 }
 
 impl Config {
-    pub fn max_wait(&self) -> Duration {
-        Duration::from_millis(self.max_wait_ms)
-    }
-
-    pub fn cache_bytes(&self) -> u64 {
-        self.cache_mb * 1024 * 1024
-    }
-
-    pub fn max_batch(&self) -> usize {
-        usize::try_from(self.max_batch).unwrap_or(usize::MAX)
-    }
-
-    /// Reads the token files into the token fields (so `run` never reads them
-    /// again) and checks the TLS settings; fails with one clear line.
-    pub fn load_token_files(&mut self) -> Result<(), String> {
-        self.auth_token = auth::resolve(
-            self.auth_token.as_ref(),
-            self.auth_token_file.as_deref(),
-            "auth-token",
-        )?;
-        self.auth_token_file = None;
-        self.subscribe_token = auth::resolve(
-            self.subscribe_token.as_ref(),
-            self.subscribe_token_file.as_deref(),
-            "subscribe-token",
-        )?;
-        self.subscribe_token_file = None;
-        Ok(())
-    }
-
-    /// The server TLS configuration, when both files are given.
-    pub fn tls(&self) -> Result<Option<tonic::transport::ServerTlsConfig>, String> {
-        match (&self.tls_cert, &self.tls_key) {
-            (Some(cert), Some(key)) => shared::server::tls::server_config(cert, key).map(Some),
-            _ => Ok(None),
+    /// Reads the token, TLS and CA files once and checks how the command side
+    /// is reached; fails with one line naming the flag.
+    pub fn validate(&self) -> Result<Settings, String> {
+        let server = ServerSettings::from_flags(&self.server, "queries", Vec::new())?;
+        if self.max_watchers_per_order > self.max_watchers {
+            return Err(format!(
+                "--max-watchers-per-order ({}) must not exceed --max-watchers ({})",
+                self.max_watchers_per_order, self.max_watchers
+            ));
         }
+        let count = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+        Ok(Settings {
+            data_dir: self.data_dir.clone(),
+            command_endpoint: self.command_endpoint.clone(),
+            upstream: self.upstream()?,
+            max_wait: Duration::from_millis(self.max_wait_ms),
+            rebuild: self.rebuild,
+            cache_bytes: self.cache_mb * 1024 * 1024,
+            max_batch: count(self.max_batch),
+            max_watchers_per_order: count(self.max_watchers_per_order),
+            max_watchers: count(self.max_watchers),
+            server,
+        })
     }
 
     /// How to reach command-service: TLS for `https://`, and the subscribe token.
-    pub fn upstream(&self) -> Result<crate::upstream::Upstream, String> {
+    fn upstream(&self) -> Result<Upstream, String> {
         let https = self.command_endpoint.starts_with("https://");
         let tls = match (&self.command_ca_file, https) {
             (Some(ca), true) => Some(shared::server::tls::client_config(
@@ -201,27 +161,7 @@ impl Config {
             self.subscribe_token_file.as_deref(),
             "subscribe-token",
         )?;
-        Ok(crate::upstream::Upstream { tls, token })
-    }
-
-    pub fn shutdown_grace(&self) -> Duration {
-        Duration::from_millis(self.shutdown_grace_ms)
-    }
-
-    pub fn request_timeout(&self) -> Duration {
-        Duration::from_millis(self.request_timeout_ms)
-    }
-
-    pub fn max_message_bytes(&self) -> usize {
-        usize::try_from(self.max_message_bytes).unwrap_or(usize::MAX)
-    }
-
-    pub fn max_requests_per_connection(&self) -> usize {
-        usize::try_from(self.max_requests_per_connection).unwrap_or(usize::MAX)
-    }
-
-    pub fn max_connections(&self) -> usize {
-        usize::try_from(self.max_connections).unwrap_or(usize::MAX)
+        Ok(Upstream { tls, token })
     }
 }
 
@@ -236,9 +176,14 @@ mod tests {
         assert_eq!(config.data_dir, PathBuf::from("./data/query"));
         assert_eq!(config.command_endpoint, "http://127.0.0.1:50051");
         assert!(!config.rebuild);
-        assert!(config.auth_token.is_none() && config.subscribe_token.is_none());
-        assert!(config.tls_cert.is_none() && config.metrics_listen.is_none());
-        assert!(config.upstream().unwrap().tls.is_none());
+        let settings = config.validate().unwrap();
+        assert!(!settings.server.auth.is_on() && settings.upstream.token.is_none());
+        assert!(settings.server.tls.is_none() && settings.server.metrics.is_none());
+        assert!(settings.upstream.tls.is_none());
+        assert_eq!(
+            (settings.max_watchers_per_order, settings.max_watchers),
+            (16, 10_000)
+        );
     }
 
     #[test]
@@ -249,10 +194,10 @@ mod tests {
             "https://127.0.0.1:50051",
         ])
         .unwrap();
-        assert!(https.upstream().is_err());
+        assert!(https.validate().is_err());
         let ca_without_https =
             Config::try_parse_from(["query-service", "--command-ca-file", "ca.pem"]).unwrap();
-        assert!(ca_without_https.upstream().is_err());
+        assert!(ca_without_https.validate().is_err());
     }
 
     #[test]

@@ -9,7 +9,7 @@ use shared::domain::ValidationError;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
-use crate::store::StoreError;
+use crate::storage::StoreError;
 
 /// `ErrorInfo.domain` of every error this service reports.
 pub const ERROR_DOMAIN: &str = "orders.v1";
@@ -76,6 +76,13 @@ impl From<QueryError> for Status {
             QueryError::NotFound(_) => (Code::NotFound, None),
             QueryError::NotCaughtUp { .. } => (Code::DeadlineExceeded, None),
             QueryError::Stopped { .. } | QueryError::ShuttingDown => (Code::Unavailable, None),
+            // Not a failure: the served generation lacks this model until a
+            // rebuild switches in (store.rs).
+            QueryError::Storage(StoreError::Rebuilding(model)) => {
+                return Status::unavailable(format!(
+                    "the {model} read model is being rebuilt from the event log; retry later"
+                ));
+            }
             QueryError::Storage(e) => {
                 tracing::error!(error = %e, "storage failure");
                 return Status::unavailable("storage failure in query-service; retry later");
@@ -99,6 +106,8 @@ pub enum RunError {
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("gRPC server: {0}")]
     Serve(#[from] tonic::transport::Error),
+    #[error(transparent)]
+    Server(#[from] shared::server::ServeError),
     /// Bad operating configuration (tokens, TLS files, metrics address).
     #[error("{0}")]
     Config(String),

@@ -12,13 +12,14 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use crate::analytics::AnalyticsReport;
 use crate::deadline::wait_deadline;
 use crate::error::QueryError;
-use crate::order_row::{OrderRow, SummaryRow};
 use crate::page_token::{self, Scope};
+use crate::read_models::analytics::{self, AnalyticsReport};
+use crate::read_models::order_lists::{self, Page, SummaryRow};
+use crate::read_models::order_view::{self, OrderRow};
 use crate::status::ProjectionStatus;
-use crate::store::{Page, Store};
+use crate::store::Store;
 use crate::watchers::Watchers;
 
 const DEFAULT_PAGE_SIZE: usize = 20;
@@ -44,7 +45,7 @@ fn page_size(requested: u32) -> usize {
     }
 }
 
-pub fn order_view(row: &OrderRow) -> pb::OrderView {
+pub fn view_to_proto(row: &OrderRow) -> pb::OrderView {
     pb::OrderView {
         order_id: row.order_id.clone(),
         customer_id: row.customer_id.clone(),
@@ -86,7 +87,7 @@ fn order_summary(row: SummaryRow) -> pb::OrderSummary {
     }
 }
 
-fn analytics(report: AnalyticsReport) -> pb::OrderAnalytics {
+fn analytics_to_proto(report: AnalyticsReport) -> pb::OrderAnalytics {
     pb::OrderAnalytics {
         total_orders: report.total_orders,
         draft_orders: report.draft_orders,
@@ -151,14 +152,15 @@ impl QueryService for QueryApi {
         let req = request.get_ref();
         let order_id = OrderId::parse("order_id", &req.order_id).map_err(QueryError::from)?;
         self.caught_up(&request, req.min_position).await?;
-        let row = self
-            .store
-            .active()
-            .order(order_id.as_str())
+        let generation = self.store.active();
+        let views = generation
+            .read(&order_view::MODEL)
+            .map_err(QueryError::from)?;
+        let row = order_view::get(views, order_id.as_str())
             .map_err(QueryError::from)?
             .ok_or_else(|| QueryError::NotFound(order_id.to_string()))?;
         Ok(Response::new(pb::GetOrderResponse {
-            order: Some(order_view(&row)),
+            order: Some(view_to_proto(&row)),
         }))
     }
 
@@ -174,10 +176,11 @@ impl QueryService for QueryApi {
         let scope = Scope::Recent { status: req.status };
         let cursor = page_token::decode(scope, &req.page_token).map_err(QueryError::from)?;
         self.caught_up(&request, req.min_position).await?;
-        let page = self
-            .store
-            .active()
-            .recent_page(status, cursor, page_size(req.page_size))
+        let generation = self.store.active();
+        let lists = generation
+            .read(&order_lists::MODEL)
+            .map_err(QueryError::from)?;
+        let page = order_lists::recent_page(lists, status, cursor, page_size(req.page_size))
             .map_err(QueryError::from)?;
         let (orders, next_page_token) = Self::page_response(page, scope);
         Ok(Response::new(pb::ListRecentOrdersResponse {
@@ -198,11 +201,17 @@ impl QueryService for QueryApi {
         };
         let cursor = page_token::decode(scope, &req.page_token).map_err(QueryError::from)?;
         self.caught_up(&request, req.min_position).await?;
-        let page = self
-            .store
-            .active()
-            .customer_page(customer_id.as_str(), cursor, page_size(req.page_size))
+        let generation = self.store.active();
+        let lists = generation
+            .read(&order_lists::MODEL)
             .map_err(QueryError::from)?;
+        let page = order_lists::customer_page(
+            lists,
+            customer_id.as_str(),
+            cursor,
+            page_size(req.page_size),
+        )
+        .map_err(QueryError::from)?;
         let (orders, next_page_token) = Self::page_response(page, scope);
         Ok(Response::new(pb::ListCustomerOrdersResponse {
             orders,
@@ -220,9 +229,13 @@ impl QueryService for QueryApi {
             n => n,
         };
         self.caught_up(&request, req.min_position).await?;
-        let row = self.store.active().analytics().map_err(QueryError::from)?;
+        let generation = self.store.active();
+        let stats = generation
+            .read(&analytics::MODEL)
+            .map_err(QueryError::from)?;
+        let report = analytics::report(stats, top_n).map_err(QueryError::from)?;
         Ok(Response::new(pb::GetOrderAnalyticsResponse {
-            analytics: Some(analytics(row.report(top_n))),
+            analytics: Some(analytics_to_proto(report)),
         }))
     }
 
@@ -237,10 +250,11 @@ impl QueryService for QueryApi {
         // Register first: a change committed after this point reaches `changes`,
         // one committed before it is in the view read next.
         let (registration, mut changes) = self.watchers.register(order_id.as_str()).await;
-        let current = self
-            .store
-            .active()
-            .order(order_id.as_str())
+        let generation = self.store.active();
+        let views = generation
+            .read(&order_view::MODEL)
+            .map_err(QueryError::from)?;
+        let current = order_view::get(views, order_id.as_str())
             .map_err(QueryError::from)?
             .ok_or_else(|| QueryError::NotFound(order_id.to_string()))?;
         let (tx, rx) = mpsc::channel(WATCH_STREAM_BUFFER);
@@ -249,7 +263,7 @@ impl QueryService for QueryApi {
             let _registration = registration;
             let mut last_position = current.last_position;
             let first = pb::WatchOrderResponse {
-                order: Some(order_view(&current)),
+                order: Some(view_to_proto(&current)),
             };
             if tx.send(Ok(first)).await.is_err() {
                 return;
@@ -271,7 +285,7 @@ impl QueryService for QueryApi {
                 }
                 last_position = row.last_position;
                 let message = pb::WatchOrderResponse {
-                    order: Some(order_view(&row)),
+                    order: Some(view_to_proto(&row)),
                 };
                 if tx.send(Ok(message)).await.is_err() {
                     return;

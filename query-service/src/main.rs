@@ -1,4 +1,4 @@
-//! Entry point: parse flags, set up logging, bind, run.
+//! Entry point: parse flags, set up logging, validate, bind, run.
 
 use std::process::ExitCode;
 
@@ -13,8 +13,9 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let mut config = Config::parse();
-    if let Err(e) = shared::telemetry::init_logging(&config.log_level, config.log_format) {
+    let config = Config::parse();
+    let server = &config.server;
+    if let Err(e) = shared::telemetry::init_logging(&server.log_level, server.log_format) {
         eprintln!("query-service: error: {e}");
         return ExitCode::from(2);
     }
@@ -22,47 +23,38 @@ async fn main() -> ExitCode {
         listen = %config.listen,
         data_dir = %config.data_dir.display(),
         command_endpoint = %config.command_endpoint,
-        log_level = %config.log_level,
-        log_format = ?config.log_format,
         max_wait_ms = config.max_wait_ms,
         rebuild = config.rebuild,
         cache_mb = config.cache_mb,
         max_batch = config.max_batch,
+        max_watchers_per_order = config.max_watchers_per_order,
+        max_watchers = config.max_watchers,
         // Whether a token is set, never the token.
-        query_auth = config.auth_token.is_some() || config.auth_token_file.is_some(),
+        query_auth = server.auth_token.is_some() || server.auth_token_file.is_some(),
         subscribe_token = config.subscribe_token.is_some() || config.subscribe_token_file.is_some(),
-        tls = config.tls_cert.is_some(),
         command_ca_file = ?config.command_ca_file,
-        max_message_bytes = config.max_message_bytes,
-        request_timeout_ms = config.request_timeout_ms,
-        shutdown_grace_ms = config.shutdown_grace_ms,
-        max_concurrent_streams = config.max_concurrent_streams,
-        max_requests_per_connection = config.max_requests_per_connection,
-        max_connections = config.max_connections,
-        metrics_listen = ?config.metrics_listen,
+        server = %server,
         "effective configuration"
     );
-    if config.request_timeout_ms <= config.max_wait_ms {
+    if server.request_timeout_ms <= config.max_wait_ms {
         tracing::warn!(
             "--request-timeout-ms ({}) is not above --max-wait-ms ({}): min_position waits \
              without a client deadline will be cut by the request timeout (CANCELLED)",
-            config.request_timeout_ms,
+            server.request_timeout_ms,
             config.max_wait_ms
         );
     }
     // Configuration errors end the start before anything is opened or bound.
-    let checked = config
-        .load_token_files()
-        .and_then(|()| config.tls().map(drop))
-        .and_then(|()| config.upstream().map(drop));
-    if let Err(e) = checked {
-        return fail(&e);
-    }
+    let settings = match config.validate() {
+        Ok(settings) => settings,
+        Err(e) => return fail(&e),
+    };
+    tracing::info!("{}", settings.server.auth.summary());
     let listener = match tokio::net::TcpListener::bind(config.listen).await {
         Ok(listener) => listener,
         Err(e) => return fail(&format!("cannot listen on {}: {e}", config.listen)),
     };
-    match query_service::run(config, listener, shared::telemetry::shutdown_signal()).await {
+    match query_service::run(settings, listener, shared::telemetry::shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&e.to_string()),
     }

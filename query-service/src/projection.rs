@@ -1,11 +1,15 @@
-//! How one event changes the read models: a pure function from the order's row
-//! (if any) and the analytics totals to the new row. No storage here; the store
-//! runs it for each event of a batch before writing the batch.
+//! How one event changes an order's row: a pure function from the row (if any) and the event to the new row, refusing events that do not fit. No storage here; the read models are written from the rows it returns.
+//!
+//! The status rules (which event may follow which status, and where it leads)
+//! and the merging of lines are each written once in query-service, below.
+//! The domain's `Order::handle`/`Order::apply` hold the same two rules for the
+//! write model; once the domain crate exposes them (the status an event leads
+//! to from a status, and the merge of an added or removed line into a
+//! `Vec<Line>`), `next_status` and `set_line_quantity` become calls to it.
 
-use shared::domain::{Event, OrderStatus, RecordedEvent};
+use shared::domain::{Event, Line, OrderStatus, RecordedEvent, Sku};
 
-use crate::analytics::AnalyticsRow;
-use crate::order_row::OrderRow;
+use crate::read_models::order_view::OrderRow;
 
 /// An event that does not fit the state the projection holds: a poison event.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -31,81 +35,39 @@ pub enum ProjectionError {
     },
 }
 
-/// The row after the event, and the status it had before (`None`: just created).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Applied {
-    pub row: OrderRow,
-    pub previous_status: Option<OrderStatus>,
-}
-
-/// Applies `event` to `current` and to `analytics`. On error neither is usable
-/// and the caller must store nothing of its batch.
+/// Applies `event` to `current`, the order's row before it (`None`: not created yet).
 pub fn apply(
     current: Option<OrderRow>,
     recorded: &RecordedEvent,
-    analytics: &mut AnalyticsRow,
-) -> Result<Applied, ProjectionError> {
+) -> Result<OrderRow, ProjectionError> {
     let order_id = recorded.order_id.as_str();
-    let event = &recorded.event;
-    let mut row = match (current, event) {
-        (Some(_), Event::OrderCreated { .. }) => {
+    let mut row = match current {
+        None => {
+            let row = created(recorded).ok_or_else(|| ProjectionError::UnknownOrder {
+                order_id: order_id.to_owned(),
+                event: recorded.event.name(),
+            })?;
+            check_version(order_id, 0, recorded.version)?;
+            return Ok(row);
+        }
+        Some(_) if matches!(recorded.event, Event::OrderCreated { .. }) => {
             return Err(ProjectionError::AlreadyCreated {
                 order_id: order_id.to_owned(),
             })
         }
-        (
-            None,
-            Event::OrderCreated {
-                customer_id,
-                currency,
-                items,
-                total_cents,
-                item_count,
-            },
-        ) => {
-            check_version(order_id, 0, recorded.version)?;
-            analytics.order_created();
-            return Ok(Applied {
-                row: OrderRow {
-                    order_id: order_id.to_owned(),
-                    customer_id: customer_id.as_str().to_owned(),
-                    status: OrderStatus::Draft,
-                    lines: items.clone(),
-                    total_cents: *total_cents,
-                    item_count: *item_count,
-                    currency: currency.as_str().to_owned(),
-                    version: recorded.version,
-                    last_position: recorded.position,
-                    created_position: recorded.position,
-                    created_at: recorded.occurred_at,
-                    updated_at: recorded.occurred_at,
-                    placed_at: None,
-                    shipped_at: None,
-                    cancelled_at: None,
-                    carrier: String::new(),
-                    tracking_number: String::new(),
-                    cancel_reason: String::new(),
-                },
-                previous_status: None,
-            });
-        }
-        (None, event) => {
-            return Err(ProjectionError::UnknownOrder {
-                order_id: order_id.to_owned(),
-                event: event.name(),
-            })
-        }
-        (Some(row), _) => row,
+        Some(row) => row,
     };
     check_version(order_id, row.version, recorded.version)?;
-    let previous_status = row.status;
-    let wrong_status = || ProjectionError::WrongStatus {
-        order_id: order_id.to_owned(),
-        event: event.name(),
-        status: previous_status,
-    };
-    match event {
-        Event::OrderCreated { .. } => unreachable!("handled above"),
+    let previous = row.status;
+    row.status =
+        next_status(&recorded.event, previous).ok_or_else(|| ProjectionError::WrongStatus {
+            order_id: order_id.to_owned(),
+            event: recorded.event.name(),
+            status: previous,
+        })?;
+    match &recorded.event {
+        // `next_status` refused it above: an order is created only once.
+        Event::OrderCreated { .. } => {}
         Event::ItemAdded {
             item,
             line_quantity,
@@ -113,16 +75,7 @@ pub fn apply(
             item_count,
             ..
         } => {
-            if row.status != OrderStatus::Draft {
-                return Err(wrong_status());
-            }
-            match row.lines.iter_mut().find(|l| l.sku == item.sku) {
-                Some(line) => line.quantity = *line_quantity,
-                None => row.lines.push(shared::domain::Line {
-                    quantity: *line_quantity,
-                    ..item.clone()
-                }),
-            }
+            set_line_quantity(&mut row.lines, &item.sku, *line_quantity, Some(item));
             row.total_cents = *total_cents;
             row.item_count = *item_count;
         }
@@ -133,14 +86,7 @@ pub fn apply(
             item_count,
             ..
         } => {
-            if row.status != OrderStatus::Draft {
-                return Err(wrong_status());
-            }
-            if *line_quantity == 0 {
-                row.lines.retain(|l| &l.sku != sku);
-            } else if let Some(line) = row.lines.iter_mut().find(|l| &l.sku == sku) {
-                line.quantity = *line_quantity;
-            }
+            set_line_quantity(&mut row.lines, sku, *line_quantity, None);
             row.total_cents = *total_cents;
             row.item_count = *item_count;
         }
@@ -151,51 +97,21 @@ pub fn apply(
             placed_at,
             ..
         } => {
-            if row.status != OrderStatus::Draft {
-                return Err(wrong_status());
-            }
-            row.status = OrderStatus::Placed;
             row.lines = lines.clone();
             row.total_cents = *total_cents;
             row.item_count = *item_count;
             row.placed_at = Some(*placed_at);
-            analytics.status_changed(OrderStatus::Draft, OrderStatus::Placed);
-            analytics.order_placed(lines, *total_cents, *placed_at);
         }
         Event::OrderShipped {
             carrier,
             tracking_number,
             ..
         } => {
-            if row.status != OrderStatus::Placed {
-                return Err(wrong_status());
-            }
-            row.status = OrderStatus::Shipped;
             row.shipped_at = Some(recorded.occurred_at);
             row.carrier = carrier.as_str().to_owned();
             row.tracking_number = tracking_number.as_str().to_owned();
-            analytics.status_changed(OrderStatus::Placed, OrderStatus::Shipped);
         }
-        Event::OrderCancelled {
-            reason,
-            previous_status: stated,
-            lines,
-            total_cents,
-            placed_at,
-            ..
-        } => {
-            if *stated != row.status
-                || !matches!(row.status, OrderStatus::Draft | OrderStatus::Placed)
-            {
-                return Err(wrong_status());
-            }
-            if row.status == OrderStatus::Placed {
-                // The event says when the order was placed; the row knows it too.
-                let placed_at = placed_at.or(row.placed_at).unwrap_or(recorded.occurred_at);
-                analytics.placed_order_cancelled(lines, *total_cents, placed_at);
-            }
-            analytics.status_changed(row.status, OrderStatus::Cancelled);
-            row.status = OrderStatus::Cancelled;
+        Event::OrderCancelled { reason, .. } => {
             row.cancelled_at = Some(recorded.occurred_at);
             row.cancel_reason = reason.as_str().to_owned();
         }
@@ -203,10 +119,72 @@ pub fn apply(
     row.version = recorded.version;
     row.last_position = recorded.position;
     row.updated_at = recorded.occurred_at;
-    Ok(Applied {
-        row,
-        previous_status: Some(previous_status),
+    Ok(row)
+}
+
+/// The row an `OrderCreated` starts; `None` for any other event.
+fn created(recorded: &RecordedEvent) -> Option<OrderRow> {
+    let Event::OrderCreated {
+        customer_id,
+        currency,
+        items,
+        total_cents,
+        item_count,
+    } = &recorded.event
+    else {
+        return None;
+    };
+    Some(OrderRow {
+        order_id: recorded.order_id.as_str().to_owned(),
+        customer_id: customer_id.as_str().to_owned(),
+        lines: items.clone(),
+        total_cents: *total_cents,
+        item_count: *item_count,
+        currency: currency.as_str().to_owned(),
+        version: recorded.version,
+        last_position: recorded.position,
+        created_position: recorded.position,
+        created_at: recorded.occurred_at,
+        updated_at: recorded.occurred_at,
+        ..OrderRow::default()
     })
+}
+
+/// The status rules of the read side: the status an order has after `event`,
+/// or `None` when the event cannot follow `status`.
+fn next_status(event: &Event, status: OrderStatus) -> Option<OrderStatus> {
+    use OrderStatus::{Cancelled, Draft, Placed, Shipped};
+    match (event, status) {
+        (Event::ItemAdded { .. } | Event::ItemRemoved { .. }, Draft) => Some(Draft),
+        (Event::OrderPlaced { .. }, Draft) => Some(Placed),
+        (Event::OrderShipped { .. }, Placed) => Some(Shipped),
+        (
+            Event::OrderCancelled {
+                previous_status, ..
+            },
+            Draft | Placed,
+        ) if *previous_status == status => Some(Cancelled),
+        _ => None,
+    }
+}
+
+/// Line merging: the line of `sku` now holds `quantity`. `added` is the
+/// line an ItemAdded brings, appended when the order has no line of its sku
+/// yet (where the aggregate keeps it too); `None` for an ItemRemoved, whose
+/// quantity 0 means the line is gone.
+fn set_line_quantity(lines: &mut Vec<Line>, sku: &Sku, quantity: u32, added: Option<&Line>) {
+    if added.is_none() && quantity == 0 {
+        lines.retain(|l| &l.sku != sku);
+        return;
+    }
+    match (lines.iter_mut().find(|l| &l.sku == sku), added) {
+        (Some(line), _) => line.quantity = quantity,
+        (None, Some(item)) => lines.push(Line {
+            quantity,
+            ..item.clone()
+        }),
+        (None, None) => {}
+    }
 }
 
 fn check_version(order_id: &str, current: u64, event_version: u64) -> Result<(), ProjectionError> {
@@ -223,7 +201,7 @@ fn check_version(order_id: &str, current: u64, event_version: u64) -> Result<(),
 
 #[cfg(test)]
 mod tests {
-    use shared::domain::{Currency, CustomerId, Line, OrderId, Sku, Text, Timestamp};
+    use shared::domain::{Currency, CustomerId, OrderId, Text, Timestamp};
 
     use super::*;
 
@@ -262,53 +240,70 @@ mod tests {
     }
 
     #[test]
-    fn a_lifecycle_builds_the_view_and_the_analytics() {
-        let mut stats = AnalyticsRow::default();
-        let a = apply(None, &recorded(3, 1, created()), &mut stats).unwrap();
-        assert_eq!(a.previous_status, None);
-        assert_eq!(a.row.created_position, 3);
+    fn a_lifecycle_builds_the_view() {
+        let row = apply(None, &recorded(3, 1, created())).unwrap();
+        assert_eq!(row.created_position, 3);
+        assert_eq!(row.status, OrderStatus::Draft);
+        let added = Event::ItemAdded {
+            customer_id: customer(),
+            item: line("b", 2, 50),
+            line_quantity: 2,
+            total_cents: 200,
+            item_count: 3,
+        };
+        let row = apply(Some(row), &recorded(4, 2, added)).unwrap();
+        assert_eq!(row.lines, vec![line("a", 1, 100), line("b", 2, 50)]);
         let added = Event::ItemAdded {
             customer_id: customer(),
             item: line("a", 2, 100),
             line_quantity: 3,
+            total_cents: 400,
+            item_count: 5,
+        };
+        let row = apply(Some(row), &recorded(5, 3, added)).unwrap();
+        assert_eq!(row.lines, vec![line("a", 3, 100), line("b", 2, 50)]);
+        let removed = Event::ItemRemoved {
+            customer_id: customer(),
+            sku: Sku::parse("sku", "b").unwrap(),
+            quantity: 2,
+            unit_price_cents: 50,
+            line_quantity: 0,
             total_cents: 300,
             item_count: 3,
         };
-        let a = apply(Some(a.row), &recorded(5, 2, added), &mut stats).unwrap();
-        assert_eq!(a.row.lines, vec![line("a", 3, 100)]);
+        let row = apply(Some(row), &recorded(6, 4, removed)).unwrap();
+        assert_eq!(row.lines, vec![line("a", 3, 100)]);
+        assert_eq!((row.total_cents, row.item_count), (300, 3));
         let placed = Event::OrderPlaced {
             customer_id: customer(),
             currency: Currency::parse("currency", "EUR").unwrap(),
             lines: vec![line("a", 3, 100)],
             total_cents: 300,
             item_count: 3,
-            placed_at: Timestamp(6_000_000),
+            placed_at: Timestamp(7_000_000),
         };
-        let a = apply(Some(a.row), &recorded(6, 3, placed), &mut stats).unwrap();
-        assert_eq!(a.previous_status, Some(OrderStatus::Draft));
-        assert_eq!(stats.report(10).placed_revenue_cents, 300);
+        let row = apply(Some(row), &recorded(7, 5, placed)).unwrap();
+        assert_eq!(row.status, OrderStatus::Placed);
+        assert_eq!(row.placed_at, Some(Timestamp(7_000_000)));
         let cancelled = Event::OrderCancelled {
             customer_id: customer(),
             reason: Text::parse("reason", "changed my mind").unwrap(),
             previous_status: OrderStatus::Placed,
             lines: vec![line("a", 3, 100)],
             total_cents: 300,
-            placed_at: Some(Timestamp(6_000_000)),
+            placed_at: Some(Timestamp(7_000_000)),
         };
-        let a = apply(Some(a.row), &recorded(9, 4, cancelled), &mut stats).unwrap();
-        assert_eq!(a.row.status, OrderStatus::Cancelled);
-        assert_eq!(a.row.version, 4);
-        assert_eq!(a.row.last_position, 9);
-        assert_eq!(a.row.cancel_reason, "changed my mind");
-        let report = stats.report(10);
-        assert_eq!((report.total_orders, report.cancelled_orders), (1, 1));
-        assert_eq!(report.placed_revenue_cents, 0);
-        assert!(report.top_products.is_empty() && report.daily.is_empty());
+        let row = apply(Some(row), &recorded(9, 6, cancelled)).unwrap();
+        assert_eq!(row.status, OrderStatus::Cancelled);
+        assert_eq!(row.version, 6);
+        assert_eq!(row.last_position, 9);
+        assert_eq!(row.updated_at, Timestamp(9_000_000));
+        assert_eq!(row.cancelled_at, Some(Timestamp(9_000_000)));
+        assert_eq!(row.cancel_reason, "changed my mind");
     }
 
     #[test]
     fn events_that_do_not_fit_are_refused_not_skipped() {
-        let mut stats = AnalyticsRow::default();
         let shipped = Event::OrderShipped {
             customer_id: customer(),
             carrier: Text::default(),
@@ -316,27 +311,53 @@ mod tests {
             total_cents: 0,
         };
         assert!(matches!(
-            apply(None, &recorded(1, 1, shipped.clone()), &mut stats),
+            apply(None, &recorded(1, 1, shipped.clone())),
             Err(ProjectionError::UnknownOrder { .. })
         ));
-        let row = apply(None, &recorded(1, 1, created()), &mut stats)
-            .unwrap()
-            .row;
+        let row = apply(None, &recorded(1, 1, created())).unwrap();
         assert!(matches!(
-            apply(Some(row.clone()), &recorded(2, 1, created()), &mut stats),
+            apply(Some(row.clone()), &recorded(2, 1, created())),
             Err(ProjectionError::AlreadyCreated { .. })
         ));
         // Applying an event twice shows up as a version gap.
         assert!(matches!(
-            apply(
-                Some(row.clone()),
-                &recorded(2, 3, shipped.clone()),
-                &mut stats
-            ),
+            apply(Some(row.clone()), &recorded(2, 3, shipped.clone())),
             Err(ProjectionError::VersionGap { .. })
         ));
+        assert_eq!(
+            apply(Some(row), &recorded(2, 2, shipped)),
+            Err(ProjectionError::WrongStatus {
+                order_id: "o-1".to_owned(),
+                event: "OrderShipped",
+                status: OrderStatus::Draft,
+            })
+        );
+    }
+
+    #[test]
+    fn a_cancellation_must_name_the_status_it_cancels() {
+        let row = apply(None, &recorded(1, 1, created())).unwrap();
+        let cancelled = |previous_status| Event::OrderCancelled {
+            customer_id: customer(),
+            reason: Text::default(),
+            previous_status,
+            lines: Vec::new(),
+            total_cents: 100,
+            placed_at: None,
+        };
         assert!(matches!(
-            apply(Some(row), &recorded(2, 2, shipped), &mut stats),
+            apply(
+                Some(row.clone()),
+                &recorded(2, 2, cancelled(OrderStatus::Placed))
+            ),
+            Err(ProjectionError::WrongStatus { .. })
+        ));
+        let row = apply(Some(row), &recorded(2, 2, cancelled(OrderStatus::Draft))).unwrap();
+        assert!(matches!(
+            apply(
+                Some(row),
+                &recorded(3, 3, cancelled(OrderStatus::Cancelled))
+            ),
             Err(ProjectionError::WrongStatus { .. })
         ));
     }

@@ -7,8 +7,8 @@ use tokio::time::Instant;
 
 use shared::domain::Timestamp;
 
-use crate::checkpoint::Checkpoint;
 use crate::error::QueryError;
+use crate::read_models::checkpoint::Checkpoint;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Progress {

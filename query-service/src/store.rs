@@ -1,154 +1,117 @@
-//! The query side's own sled database. Every sled call of query-service is in
-//! this file (and in `store/legacy.rs`, the reader of the previous layout).
+//! The query side's sled database: the catalog of generations of read models, opening, rebuilding and switching them.
 //!
-//! Read models live in *generations*, one tree `g{N}` each; the default tree
-//! records which generation is served (`active`) and which one a rebuild is
-//! filling (`rebuilding`), each with its layout version. In a generation's tree
-//! the first key byte says which read model an entry belongs to:
+//! Read models live in *generations*, one tree `g{N}` each; what is inside a
+//! generation's tree belongs to the read models (`read_models/`, each owning
+//! its key prefixes). The default tree's catalog says which generation is
+//! served (`active`) and which one a rebuild is filling (`rebuilding`), and
+//! for each, which read models it holds at which versions.
 //!
-//! | read model | key | value |
-//! |---|---|---|
-//! | views | `v`, order id | `OrderRow` |
-//! | recent | `r`, `!created_position` (u64 BE, so newest first) | `SummaryRow` |
-//! | by status | `s`, status byte, `!created_position` | `SummaryRow` |
-//! | by customer | `c`, customer id, `0x00`, `!created_position` | `SummaryRow` |
-//! | analytics | `a` | `AnalyticsRow` |
-//! | progress | `p` (the checkpoint) | `Checkpoint` |
-//!
-//! The list indexes hold the summary the lists answer with, so a page never
-//! reads the (larger) views. A batch of events and the checkpoint after it are
-//! one `Tree::apply_batch`, which sled applies atomically, across a crash too.
-//!
-//! Layout 1 kept six trees per generation (`g{N}/views`, ...) written by one
-//! multi-tree transaction. A directory still holding that layout is answered
-//! from it, read-only (`legacy.rs`), while a new generation is built from
-//! position 0 exactly like a rebuild; the old trees are dropped once the new
-//! generation is served.
+//! When the served generation's record differs from this build's registry (a
+//! model missing, another version, one no longer kept), a new generation is
+//! built from position 0, exactly like a rebuild on request: queries are
+//! answered from the old one meanwhile, for the models it holds at this
+//! build's versions (the others answer UNAVAILABLE until the switch), and the
+//! old tree is dropped after the switch. Nothing older is ever converted: a
+//! directory without a catalog this build reads is built anew.
 
-mod legacy;
-
-use std::collections::HashMap;
-use std::ops::Bound;
-use std::path::{Path, PathBuf};
+use std::collections::hash_map::{Entry, HashMap};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 
 use serde::{Deserialize, Serialize};
-use shared::codec::{decode_snapshot, encode_snapshot, CodecError};
-use shared::domain::{OrderStatus, RecordedEvent, Timestamp};
-use sled::{Batch, IVec, Tree};
+use shared::codec::{decode_snapshot, encode_snapshot};
+use shared::domain::{RecordedEvent, Timestamp};
 
-use crate::analytics::AnalyticsRow;
-use crate::checkpoint::Checkpoint;
-use crate::order_row::{OrderRow, SummaryRow};
 use crate::projection::{self, ProjectionError};
+use crate::read_models::checkpoint::{self, Checkpoint};
+use crate::read_models::order_view::OrderRow;
+use crate::read_models::{order_view, Batch, Change, Descriptor, REGISTRY};
+use crate::storage::{Reader, StoreError, Writes};
 
-/// The layout this build writes.
-const LAYOUT: u8 = 2;
 /// Default-tree key of the `Catalog`.
-const CATALOG_KEY: &[u8] = b"catalog";
+const CATALOG_KEY: &[u8] = b"read_models";
 
-const VIEW: u8 = b'v';
-const RECENT: u8 = b'r';
-const BY_STATUS: u8 = b's';
-const BY_CUSTOMER: u8 = b'c';
-const ANALYTICS_KEY: &[u8] = b"a";
-const CHECKPOINT_KEY: &[u8] = b"p";
+/// The read models a store keeps: `REGISTRY`, or another list in tests.
+type Registry = &'static [&'static Descriptor];
 
-/// A failure of the sled database underneath.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("data directory {} is locked by another process (is another query-service using it?)", .0.display())]
-    Locked(PathBuf),
-    #[error("cannot open data directory {}: {source}", .path.display())]
-    Open {
-        path: PathBuf,
-        source: Box<dyn std::error::Error + Send + Sync>,
-    },
-    #[error("sled: {0}")]
-    Sled(#[from] sled::Error),
-    #[error("corrupt stored value: {0}")]
-    Codec(#[from] CodecError),
-    #[error("read models in layout {0} are only read by this build, never written")]
-    OldLayout(u8),
+/// A read model as the catalog records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct ModelRecord {
+    name: String,
+    version: u32,
 }
 
-/// Why a batch was not applied. Nothing of the batch is stored in either case.
-#[derive(Debug, thiserror::Error)]
-pub enum ApplyError {
-    /// `events[index]` does not fit the read models: a poison event.
-    #[error("event {index} of the batch: {error}")]
-    Projection {
-        index: usize,
-        error: ProjectionError,
-    },
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
-
-/// A generation's number and the layout of its trees.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-struct GenerationId {
+/// A generation's number and the read models it holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct GenerationRecord {
     number: u64,
-    layout: u8,
+    models: Vec<ModelRecord>,
 }
 
 /// Which generations exist: the one served and the one a rebuild is filling.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Catalog {
-    active: GenerationId,
-    rebuilding: Option<GenerationId>,
+    active: GenerationRecord,
+    rebuilding: Option<GenerationRecord>,
 }
 
 /// The database and the generation queries are answered from.
 pub struct Store {
     db: sled::Db,
     active: RwLock<Arc<Generation>>,
+    rebuilding: AtomicBool,
 }
 
-/// One complete set of read models.
+/// One set of read models in one tree.
 pub struct Generation {
-    number: u64,
-    trees: Trees,
-}
-
-enum Trees {
-    Current(Tree),
-    Legacy(legacy::Trees),
-}
-
-/// An order a batch touches while `Generation::apply` runs.
-struct Touched {
-    /// Its status before the batch; `None`: created in it.
-    before: Option<OrderStatus>,
-    /// The latest row (only taken out while an event is applied to it).
-    row: Option<OrderRow>,
-    /// Whether the row after each event is handed back.
-    keep: bool,
-}
-
-/// One page of an order list.
-#[derive(Debug, Default)]
-pub struct Page {
-    pub rows: Vec<SummaryRow>,
-    /// The sort key of the last order examined, when more may follow.
-    pub next_cursor: Option<u64>,
+    record: GenerationRecord,
+    reader: Reader,
+    /// The registered models this generation holds at this build's versions.
+    holds: Vec<&'static Descriptor>,
 }
 
 fn tree_name(generation: u64) -> String {
     format!("g{generation}")
 }
 
-/// The generation a tree belongs to, for names of either layout.
-fn generation_of(name: &[u8]) -> Option<GenerationId> {
+/// The generation a tree belongs to, for names of any build (`g3`, `g3/views`).
+fn generation_of(name: &[u8]) -> Option<u64> {
     let rest = std::str::from_utf8(name).ok()?.strip_prefix('g')?;
-    let (number, layout) = match rest.split_once('/') {
-        Some((number, _)) => (number, legacy::LAYOUT),
-        None => (rest, LAYOUT),
-    };
-    Some(GenerationId {
-        number: number.parse().ok()?,
-        layout,
-    })
+    let number = rest.split_once('/').map_or(rest, |(number, _)| number);
+    number.parse().ok()
+}
+
+fn records(registry: Registry) -> Vec<ModelRecord> {
+    registry
+        .iter()
+        .map(|m| ModelRecord {
+            name: m.name.to_owned(),
+            version: m.version,
+        })
+        .collect()
+}
+
+/// What `held` lacks, or holds otherwise, compared with `wanted`; empty when
+/// they are the same set.
+fn differences(held: &[ModelRecord], wanted: &[ModelRecord]) -> Vec<String> {
+    let mut out = Vec::new();
+    for w in wanted {
+        match held.iter().find(|h| h.name == w.name) {
+            None => out.push(format!("{} missing", w.name)),
+            Some(h) if h.version != w.version => out.push(format!(
+                "{} at version {} (this build: {})",
+                w.name, h.version, w.version
+            )),
+            Some(_) => {}
+        }
+    }
+    for h in held {
+        if !wanted.iter().any(|w| w.name == h.name) {
+            out.push(format!("{} no longer kept", h.name));
+        }
+    }
+    out
 }
 
 fn open_error(path: &Path, error: sled::Error) -> StoreError {
@@ -164,14 +127,24 @@ fn open_error(path: &Path, error: sled::Error) -> StoreError {
 }
 
 impl Store {
-    /// Opens (or creates) the database. With `rebuild`, starts a fresh generation
-    /// that the applier fills from position 0 (a rebuild left unfinished by a
-    /// crash is resumed either way); so does finding read models in an older
-    /// layout. Returns the generation to apply events to.
+    /// Opens (or creates) the database. With `rebuild`, starts a fresh
+    /// generation that the applier fills from position 0 (a rebuild left
+    /// unfinished by a crash is resumed either way); so does finding read
+    /// models other than this build's. Returns the generation to apply events to.
     pub fn open(
         path: &Path,
         cache_bytes: u64,
         rebuild: bool,
+    ) -> Result<(Store, Arc<Generation>), StoreError> {
+        Store::open_with(path, cache_bytes, rebuild, REGISTRY)
+    }
+
+    /// `open`, keeping the read models of `registry`.
+    fn open_with(
+        path: &Path,
+        cache_bytes: u64,
+        rebuild: bool,
+        registry: Registry,
     ) -> Result<(Store, Arc<Generation>), StoreError> {
         std::fs::create_dir_all(path).map_err(|e| StoreError::Open {
             path: path.to_owned(),
@@ -183,72 +156,71 @@ impl Store {
             .open()
             .map_err(|e| open_error(path, e))?;
         let names = db.tree_names();
-        let mut catalog = match db.get(CATALOG_KEY)? {
-            Some(bytes) => decode_snapshot(&bytes)?,
-            None => match legacy::active(&db)? {
-                Some(number) => Catalog {
-                    active: GenerationId {
-                        number,
-                        layout: legacy::LAYOUT,
-                    },
-                    rebuilding: None,
-                },
-                None => Catalog {
-                    active: GenerationId {
-                        number: 1,
-                        layout: LAYOUT,
-                    },
-                    rebuilding: None,
-                },
+        let highest = names.iter().filter_map(|n| generation_of(n)).max();
+        let wanted = records(registry);
+        let stored = match db.get(CATALOG_KEY)? {
+            Some(bytes) => match decode_snapshot::<Catalog>(&bytes) {
+                Ok(catalog) => Some(catalog),
+                Err(error) => {
+                    tracing::warn!(%error, "the catalog of read models does not decode; building them anew from position 0");
+                    None
+                }
             },
+            None => None,
         };
-        // A rebuild some other build left unfinished, in another layout, starts over.
-        if catalog.rebuilding.is_some_and(|r| r.layout != LAYOUT) {
-            catalog.rebuilding = None;
+        let mut catalog = stored.unwrap_or_else(|| {
+            if highest.is_some() {
+                tracing::warn!("read models written by another build, with no catalog this build reads: dropping them and building them anew from position 0");
+            }
+            Catalog {
+                active: GenerationRecord {
+                    number: highest.unwrap_or(0) + 1,
+                    models: wanted.clone(),
+                },
+                rebuilding: None,
+            }
+        });
+        // A rebuild another build left unfinished starts over.
+        if let Some(r) = &catalog.rebuilding {
+            if !differences(&r.models, &wanted).is_empty() {
+                catalog.rebuilding = None;
+            }
         }
-        let old_layout = catalog.active.layout != LAYOUT;
-        if catalog.rebuilding.is_none() && (rebuild || old_layout) {
-            let highest = names
-                .iter()
-                .filter_map(|name| generation_of(name))
-                .map(|g| g.number)
-                .chain([catalog.active.number])
-                .max()
-                .unwrap_or(0);
-            catalog.rebuilding = Some(GenerationId {
-                number: highest + 1,
-                layout: LAYOUT,
+        let stale = differences(&catalog.active.models, &wanted);
+        if catalog.rebuilding.is_none() && (rebuild || !stale.is_empty()) {
+            catalog.rebuilding = Some(GenerationRecord {
+                number: highest.unwrap_or(0).max(catalog.active.number) + 1,
+                models: wanted,
             });
         }
-        if old_layout {
+        if !stale.is_empty() {
             tracing::warn!(
-                layout = catalog.active.layout,
-                current_layout = LAYOUT,
-                "the read models on disk are in an older layout: building them anew from position 0 in the current one; queries are answered from the old ones until then, and the old trees are dropped after the switch"
+                generation = catalog.active.number,
+                differences = %stale.join(", "),
+                "the served read models are not this build's: rebuilding them from position 0; until the switch, queries are answered from the models the old generation holds at this build's versions, the others are unavailable"
             );
         }
-        let mut batch = Batch::default();
-        batch.insert(CATALOG_KEY, encode_snapshot(&catalog));
-        legacy::forget(&mut batch);
-        db.apply_batch(batch)?;
+        db.insert(CATALOG_KEY, encode_snapshot(&catalog))?;
         // Trees of any other generation are leftovers of a switch or a rebuild
-        // interrupted by a crash.
+        // interrupted by a crash, or of another build.
+        let kept = [Some(&catalog.active), catalog.rebuilding.as_ref()];
         for name in names {
-            if let Some(g) = generation_of(&name) {
-                if g != catalog.active && Some(g) != catalog.rebuilding {
+            if let Some(number) = generation_of(&name) {
+                if !kept.iter().flatten().any(|g| g.number == number) {
                     db.drop_tree(&name)?;
                 }
             }
         }
         db.flush()?;
-        let active = Arc::new(Generation::open(&db, catalog.active)?);
-        let target = match catalog.rebuilding {
-            Some(g) => Arc::new(Generation::open(&db, g)?),
+        let active = Arc::new(Generation::open(&db, &catalog.active, registry)?);
+        let target = match &catalog.rebuilding {
+            Some(record) => Arc::new(Generation::open(&db, record, registry)?),
             None => Arc::clone(&active),
         };
         let store = Store {
             db,
             active: RwLock::new(active),
+            rebuilding: AtomicBool::new(catalog.rebuilding.is_some()),
         };
         Ok((store, target))
     }
@@ -258,46 +230,40 @@ impl Store {
         Arc::clone(&self.active.read().unwrap_or_else(PoisonError::into_inner))
     }
 
+    /// Whether a generation is being built from position 0 while the served
+    /// one answers (on request, or because the served one is not this build's).
+    pub fn is_rebuilding(&self) -> bool {
+        self.rebuilding.load(Ordering::Acquire)
+    }
+
     /// Makes a rebuilt generation the served one (durably). Returns the old one,
     /// to be dropped with `drop_retired` once no query holds it any more.
     pub fn switch_to(&self, target: &Arc<Generation>) -> Result<Arc<Generation>, StoreError> {
         let catalog = Catalog {
-            active: target.id(),
+            active: target.record.clone(),
             rebuilding: None,
         };
         self.db.insert(CATALOG_KEY, encode_snapshot(&catalog))?;
         self.db.flush()?;
         let mut active = self.active.write().unwrap_or_else(PoisonError::into_inner);
+        self.rebuilding.store(false, Ordering::Release);
         Ok(std::mem::replace(&mut *active, Arc::clone(target)))
     }
 
-    /// Drops the trees of a generation no longer served, unless a query still
+    /// Drops the tree of a generation no longer served, unless a query still
     /// reads it; then it is handed back to retry later. (Trees left behind by a
     /// crash are dropped by the next `open`.)
     pub fn drop_retired(
         &self,
         retired: Arc<Generation>,
     ) -> Result<Option<Arc<Generation>>, StoreError> {
-        let generation = match Arc::try_unwrap(retired) {
-            Ok(generation) => generation,
-            Err(still_read) => return Ok(Some(still_read)),
-        };
-        match generation.trees {
-            Trees::Current(_) => {
-                self.db.drop_tree(tree_name(generation.number))?;
+        match Arc::try_unwrap(retired) {
+            Ok(generation) => {
+                self.db.drop_tree(tree_name(generation.number()))?;
+                Ok(None)
             }
-            Trees::Legacy(_) => {
-                for name in legacy::tree_names(generation.number) {
-                    self.db.drop_tree(name)?;
-                }
-                tracing::info!(
-                    generation = generation.number,
-                    layout = legacy::LAYOUT,
-                    "dropped the read models of the older layout"
-                );
-            }
+            Err(still_read) => Ok(Some(still_read)),
         }
-        Ok(None)
     }
 
     /// Writes everything to disk.
@@ -307,294 +273,170 @@ impl Store {
     }
 }
 
-fn inverted(position: u64) -> [u8; 8] {
-    (u64::MAX - position).to_be_bytes()
-}
-
-fn status_byte(status: OrderStatus) -> u8 {
-    match status {
-        OrderStatus::Draft => 1,
-        OrderStatus::Placed => 2,
-        OrderStatus::Shipped => 3,
-        OrderStatus::Cancelled => 4,
-    }
-}
-
-/// The customer's part of a by-customer key, without the read-model byte.
-fn customer_part(customer_id: &str) -> Vec<u8> {
-    // Ids never contain 0x00, so "c" never prefixes the entries of "c1".
-    let mut key = Vec::with_capacity(1 + customer_id.len() + 1 + 8);
-    key.push(BY_CUSTOMER);
-    key.extend_from_slice(customer_id.as_bytes());
-    key.push(0);
-    key
-}
-
-fn view_key(order_id: &str) -> Vec<u8> {
-    let mut key = Vec::with_capacity(1 + order_id.len());
-    key.push(VIEW);
-    key.extend_from_slice(order_id.as_bytes());
-    key
-}
-
-fn recent_key(created_position: u64) -> Vec<u8> {
-    let mut key = vec![RECENT];
-    key.extend_from_slice(&inverted(created_position));
-    key
-}
-
-fn status_key(status: OrderStatus, created_position: u64) -> Vec<u8> {
-    let mut key = vec![BY_STATUS, status_byte(status)];
-    key.extend_from_slice(&inverted(created_position));
-    key
-}
-
-fn customer_key(customer_id: &str, created_position: u64) -> Vec<u8> {
-    let mut key = customer_part(customer_id);
-    key.extend_from_slice(&inverted(created_position));
-    key
-}
-
-/// Walks `index` from the key after `cursor` (or from `prefix`), newest created
-/// first, while keys start with `prefix`; `summary` turns an entry's value into
-/// the order's summary. Entries whose order is (no longer) in `status` are
-/// skipped but count as examined, which keeps page tokens stable.
-fn page(
-    index: &Tree,
-    prefix: &[u8],
-    cursor: Option<u64>,
-    size: usize,
-    status: Option<OrderStatus>,
-    mut summary: impl FnMut(&[u8]) -> Result<Option<SummaryRow>, StoreError>,
-) -> Result<Page, StoreError> {
-    let start = match cursor {
-        Some(cursor) => {
-            let mut key = prefix.to_vec();
-            key.extend_from_slice(&inverted(cursor));
-            Bound::Excluded(key)
-        }
-        None => Bound::Included(prefix.to_vec()),
-    };
-    let mut page = Page {
-        rows: Vec::with_capacity(size.min(64)),
-        next_cursor: None,
-    };
-    let mut last = None;
-    let entries = index.range::<Vec<u8>, _>((start, Bound::Unbounded));
-    for (examined, entry) in entries.enumerate() {
-        let (key, value) = entry?;
-        if !key.starts_with(prefix) {
-            break;
-        }
-        if examined == size {
-            page.next_cursor = last;
-            break;
-        }
-        let sort_key: [u8; 8] = key[prefix.len()..]
-            .try_into()
-            .map_err(|_| CodecError::Empty)?;
-        last = Some(u64::MAX - u64::from_be_bytes(sort_key));
-        if let Some(row) = summary(&value)? {
-            if status.is_none_or(|s| row.status == s) {
-                page.rows.push(row);
-            }
-        }
-    }
-    Ok(page)
-}
-
 impl Generation {
-    fn open(db: &sled::Db, id: GenerationId) -> Result<Generation, StoreError> {
-        let trees = if id.layout == LAYOUT {
-            Trees::Current(db.open_tree(tree_name(id.number))?)
-        } else if id.layout == legacy::LAYOUT {
-            Trees::Legacy(legacy::Trees::open(db, id.number)?)
-        } else {
-            return Err(CodecError::UnknownFormat(id.layout).into());
-        };
+    fn open(
+        db: &sled::Db,
+        record: &GenerationRecord,
+        registry: Registry,
+    ) -> Result<Generation, StoreError> {
+        let holds = registry
+            .iter()
+            .copied()
+            .filter(|m| {
+                record
+                    .models
+                    .iter()
+                    .any(|r| r.name == m.name && r.version == m.version)
+            })
+            .collect();
+        let reader = Reader::new(db.open_tree(tree_name(record.number))?);
+        // A batch a crash cut short is completed before anything reads it.
+        reader.recover()?;
         Ok(Generation {
-            number: id.number,
-            trees,
+            record: record.clone(),
+            reader,
+            holds,
         })
-    }
-
-    fn id(&self) -> GenerationId {
-        GenerationId {
-            number: self.number,
-            layout: match self.trees {
-                Trees::Current(_) => LAYOUT,
-                Trees::Legacy(_) => legacy::LAYOUT,
-            },
-        }
     }
 
     pub fn number(&self) -> u64 {
-        self.number
+        self.record.number
     }
 
-    pub fn checkpoint(&self) -> Result<Checkpoint, StoreError> {
-        let bytes = match &self.trees {
-            Trees::Current(tree) => tree.get(CHECKPOINT_KEY)?,
-            Trees::Legacy(trees) => trees.checkpoint()?,
-        };
-        Ok(match bytes {
-            Some(bytes) => decode_snapshot(&bytes)?,
-            None => Checkpoint::default(),
-        })
-    }
-
-    pub fn order(&self, order_id: &str) -> Result<Option<OrderRow>, StoreError> {
-        let bytes = match &self.trees {
-            Trees::Current(tree) => tree.get(view_key(order_id))?,
-            Trees::Legacy(trees) => trees.view(order_id)?,
-        };
-        match bytes {
-            Some(bytes) => Ok(Some(decode_snapshot(&bytes)?)),
-            None => Ok(None),
+    /// The tree to read `model` from, if this generation holds it at this
+    /// build's version.
+    pub fn read(&self, model: &Descriptor) -> Result<&Reader, StoreError> {
+        if self
+            .holds
+            .iter()
+            .any(|m| m.name == model.name && m.version == model.version)
+        {
+            Ok(&self.reader)
+        } else {
+            Err(StoreError::Rebuilding(model.name))
         }
     }
 
-    pub fn analytics(&self) -> Result<AnalyticsRow, StoreError> {
-        let bytes = match &self.trees {
-            Trees::Current(tree) => tree.get(ANALYTICS_KEY)?,
-            Trees::Legacy(trees) => trees.analytics()?,
-        };
-        Ok(match bytes {
-            Some(bytes) => decode_snapshot(&bytes)?,
-            None => AnalyticsRow::default(),
-        })
-    }
-
-    /// Newest created first, optionally only orders in `status`, starting after `cursor`.
-    pub fn recent_page(
-        &self,
-        status: Option<OrderStatus>,
-        cursor: Option<u64>,
-        size: usize,
-    ) -> Result<Page, StoreError> {
-        let tree = match &self.trees {
-            Trees::Current(tree) => tree,
-            Trees::Legacy(trees) => return trees.recent_page(status, cursor, size),
-        };
-        let prefix = match status {
-            Some(status) => vec![BY_STATUS, status_byte(status)],
-            None => vec![RECENT],
-        };
-        page(tree, &prefix, cursor, size, status, |value| {
-            Ok(Some(decode_snapshot(value)?))
-        })
-    }
-
-    /// One customer's orders, newest created first, starting after `cursor`.
-    pub fn customer_page(
-        &self,
-        customer_id: &str,
-        cursor: Option<u64>,
-        size: usize,
-    ) -> Result<Page, StoreError> {
-        let tree = match &self.trees {
-            Trees::Current(tree) => tree,
-            Trees::Legacy(trees) => return trees.customer_page(customer_id, cursor, size),
-        };
-        page(
-            tree,
-            &customer_part(customer_id),
-            cursor,
-            size,
-            None,
-            |value| Ok(Some(decode_snapshot(value)?)),
-        )
+    /// How far this generation has got; position 0 if it holds no checkpoint
+    /// this build reads (it is then being replaced by a rebuild).
+    pub fn checkpoint(&self) -> Result<Checkpoint, StoreError> {
+        match self.read(&checkpoint::MODEL) {
+            Ok(reader) => checkpoint::get(reader),
+            Err(_) => Ok(Checkpoint::default()),
+        }
     }
 
     /// Applies `events` (consecutive positions) and moves the checkpoint to the
     /// last one, in one atomic batch. Returns the row after each event of the
-    /// orders `keep` selects (asked once per order).
+    /// orders `keep` selects (asked once per order). Only ever called on a
+    /// generation holding every registered read model (the applier's target).
     pub fn apply(
         &self,
         events: &[RecordedEvent],
         applied_at: Option<Timestamp>,
         keep: impl Fn(&str) -> bool,
     ) -> Result<Vec<OrderRow>, ApplyError> {
-        let Trees::Current(tree) = &self.trees else {
-            return Err(StoreError::OldLayout(legacy::LAYOUT).into());
-        };
         let Some(last) = events.last() else {
             return Ok(Vec::new());
         };
         // The applier is the only writer of a generation, so nothing read here
         // changes before the batch is applied.
-        let mut stats = self.analytics()?;
-        let mut kept: Vec<OrderRow> = Vec::new();
-        // Each order this batch touches. Rows and indexes are written once per
-        // order, not once per event; the batch is atomic, so the result is the same.
-        let mut touched: HashMap<&str, Touched> = HashMap::with_capacity(events.len());
-        for (index, event) in events.iter().enumerate() {
-            let key = event.order_id.as_str();
-            let (current, keeps) = match touched.get_mut(key) {
-                Some(t) => (t.row.take(), t.keep),
-                None => (self.order(key)?, keep(key)),
-            };
-            let applied = projection::apply(current, event, &mut stats)
-                .map_err(|error| ApplyError::Projection { index, error })?;
-            if keeps {
-                kept.push(applied.row.clone());
-            }
-            match touched.get_mut(key) {
-                Some(t) => t.row = Some(applied.row),
-                None => {
-                    touched.insert(
-                        key,
-                        Touched {
-                            before: applied.previous_status,
-                            row: Some(applied.row),
-                            keep: keeps,
-                        },
-                    );
-                }
-            }
-        }
-        let mut batch = Batch::default();
-        for (key, t) in &touched {
-            let (before, Some(row)) = (t.before, &t.row) else {
-                continue;
-            };
-            let created = row.created_position;
-            if let Some(previous) = before.filter(|&previous| previous != row.status) {
-                batch.remove(status_key(previous, created));
-            }
-            // The summary changes with every event (status, total or items),
-            // so all three list entries are written.
-            let summary = IVec::from(encode_snapshot(&SummaryRow::from(row)));
-            batch.insert(recent_key(created), summary.clone());
-            batch.insert(status_key(row.status, created), summary.clone());
-            batch.insert(customer_key(&row.customer_id, created), summary);
-            batch.insert(view_key(key), encode_snapshot(row));
-        }
-        batch.insert(ANALYTICS_KEY, encode_snapshot(&stats));
-        let checkpoint = Checkpoint {
-            position: last.position,
-            applied_at,
+        let (changes, kept) = project(&self.reader, events, keep)?;
+        let batch = Batch {
+            changes: &changes,
+            checkpoint: Checkpoint {
+                position: last.position,
+                applied_at,
+            },
         };
-        batch.insert(CHECKPOINT_KEY, encode_snapshot(&checkpoint));
-        tree.apply_batch(batch).map_err(StoreError::from)?;
+        let mut writes = Writes::default();
+        for model in &self.holds {
+            (model.update)(&batch, &self.reader, &mut writes)?;
+        }
+        self.reader.commit(writes)?;
         Ok(kept)
     }
 }
 
+/// Why a batch was not applied. Nothing of the batch is stored in either case.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// `events[index]` does not fit the read models: a poison event.
+    #[error("event {index} of the batch: {error}")]
+    Projection {
+        index: usize,
+        error: ProjectionError,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Runs the projection over `events` (consecutive positions): each touched
+/// order's row before and after the batch, and the row after each event of
+/// the orders `keep` selects (asked once per order).
+fn project(
+    view: &Reader,
+    events: &[RecordedEvent],
+    keep: impl Fn(&str) -> bool,
+) -> Result<(Vec<Change>, Vec<OrderRow>), ApplyError> {
+    struct Touched {
+        before: Option<OrderRow>,
+        /// The latest row (only taken out while an event is applied to it).
+        row: Option<OrderRow>,
+        keep: bool,
+    }
+    let mut kept = Vec::new();
+    let mut touched: HashMap<&str, Touched> = HashMap::with_capacity(events.len());
+    let mut order: Vec<&str> = Vec::with_capacity(events.len());
+    for (index, event) in events.iter().enumerate() {
+        let id = event.order_id.as_str();
+        let entry = match touched.entry(id) {
+            Entry::Occupied(entry) => entry.into_mut(),
+            Entry::Vacant(entry) => {
+                order.push(id);
+                let before = order_view::get(view, id)?;
+                entry.insert(Touched {
+                    row: before.clone(),
+                    before,
+                    keep: keep(id),
+                })
+            }
+        };
+        let row = projection::apply(entry.row.take(), event)
+            .map_err(|error| ApplyError::Projection { index, error })?;
+        if entry.keep {
+            kept.push(row.clone());
+        }
+        entry.row = Some(row);
+    }
+    let changes = order
+        .into_iter()
+        .filter_map(|id| {
+            let t = touched.remove(id)?;
+            Some(Change {
+                before: t.before,
+                after: t.row?,
+            })
+        })
+        .collect();
+    Ok((changes, kept))
+}
+
 #[cfg(test)]
 mod tests {
-    use shared::domain::{Currency, CustomerId, Event, Line, OrderId, Sku};
+    use shared::domain::{Currency, CustomerId, Event, Line, OrderId, OrderStatus, Sku, Text};
 
     use super::*;
+    use crate::read_models::{analytics, order_lists};
 
     /// Opens the store on a directory whose previous handle was just dropped.
     /// sled's IO threads can hold the directory lock for a moment after the
     /// last handle goes, so `Locked` is retried for a while; any other
     /// outcome is returned as it is.
-    fn reopen(path: &Path, rebuild: bool) -> (Store, Arc<Generation>) {
+    fn reopen(path: &Path, rebuild: bool, registry: Registry) -> (Store, Arc<Generation>) {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         loop {
-            match Store::open(path, 8 << 20, rebuild) {
+            match Store::open_with(path, 8 << 20, rebuild, registry) {
                 Err(StoreError::Locked(_)) if std::time::Instant::now() < deadline => {
                     std::thread::sleep(std::time::Duration::from_millis(10));
                 }
@@ -603,26 +445,114 @@ mod tests {
         }
     }
 
-    fn created(position: u64, order: &str, customer: &str) -> RecordedEvent {
+    fn event(position: u64, order: &str, version: u64, event: Event) -> RecordedEvent {
         RecordedEvent {
             position,
             event_id: format!("e{position}"),
             order_id: OrderId::parse("order_id", order).unwrap(),
-            version: 1,
-            occurred_at: Timestamp(position as i64),
+            version,
+            occurred_at: Timestamp(position as i64 * 3_600_000_000),
             command_id: None,
-            event: Event::OrderCreated {
-                customer_id: CustomerId::parse("customer_id", customer).unwrap(),
-                currency: Currency::parse("currency", "").unwrap(),
-                items: vec![Line {
-                    sku: Sku::parse("sku", "a").unwrap(),
-                    quantity: 1,
-                    unit_price_cents: 5,
-                }],
-                total_cents: 5,
-                item_count: 1,
-            },
+            event,
         }
+    }
+
+    fn customer(id: &str) -> CustomerId {
+        CustomerId::parse("customer_id", id).unwrap()
+    }
+
+    fn line(sku: &str, quantity: u32) -> Line {
+        Line {
+            sku: Sku::parse("sku", sku).unwrap(),
+            quantity,
+            unit_price_cents: 5,
+        }
+    }
+
+    fn created(position: u64, order: &str, customer_id: &str) -> RecordedEvent {
+        let created = Event::OrderCreated {
+            customer_id: customer(customer_id),
+            currency: Currency::parse("currency", "").unwrap(),
+            items: vec![line("a", 1)],
+            total_cents: 5,
+            item_count: 1,
+        };
+        event(position, order, 1, created)
+    }
+
+    fn placed(position: u64, order: &str, version: u64, lines: Vec<Line>) -> RecordedEvent {
+        let total: i128 = lines.iter().map(Line::total_cents).sum();
+        let placed = Event::OrderPlaced {
+            customer_id: customer("c1"),
+            currency: Currency::parse("currency", "").unwrap(),
+            item_count: lines.iter().map(|l| u64::from(l.quantity)).sum(),
+            total_cents: total as i64,
+            lines,
+            placed_at: Timestamp(position as i64 * 3_600_000_000),
+        };
+        event(position, order, version, placed)
+    }
+
+    /// A log of a few hundred events over many orders, days and skus: orders
+    /// created, changed, placed, shipped or cancelled (some while Placed).
+    fn history() -> Vec<RecordedEvent> {
+        let mut events = Vec::new();
+        for n in 0..60u32 {
+            let order = format!("o{n}");
+            let sku = |k: u32| format!("s{}", (n * 7 + k) % 9);
+            let p = events.len() as u64 + 1;
+            events.push(created(p, &order, "c1"));
+            let added = Event::ItemAdded {
+                customer_id: customer("c1"),
+                item: line(&sku(1), 1 + n % 4),
+                line_quantity: 1 + n % 4,
+                total_cents: 5 + 5 * i64::from(1 + n % 4),
+                item_count: 1 + u64::from(1 + n % 4),
+            };
+            events.push(event(p + 1, &order, 2, added));
+            if n % 5 == 4 {
+                continue; // stays Draft
+            }
+            let lines = vec![line("a", 1), line(&sku(1), 1 + n % 4)];
+            events.push(placed(p + 2, &order, 3, lines.clone()));
+            let last = match n % 5 {
+                0 => Event::OrderShipped {
+                    customer_id: customer("c1"),
+                    carrier: Text::default(),
+                    tracking_number: Text::default(),
+                    total_cents: 0,
+                },
+                1 => Event::OrderCancelled {
+                    customer_id: customer("c1"),
+                    reason: Text::default(),
+                    previous_status: OrderStatus::Placed,
+                    total_cents: lines.iter().map(Line::total_cents).sum::<i128>() as i64,
+                    lines,
+                    placed_at: Some(Timestamp((p as i64 + 2) * 3_600_000_000)),
+                },
+                _ => continue,
+            };
+            events.push(event(p + 3, &order, 4, last));
+        }
+        events
+    }
+
+    /// Every entry of a generation's tree.
+    /// The read models' entries (not the storage layer's pending batch).
+    fn entries(generation: &Generation) -> Vec<(Vec<u8>, Vec<u8>)> {
+        generation
+            .reader
+            .scan(b"", None)
+            .map(|e| {
+                let (k, v) = e.unwrap();
+                (k.to_vec(), v.to_vec())
+            })
+            .filter(|(k, _)| k != crate::storage::PENDING_KEY)
+            .collect()
+    }
+
+    fn views(generation: &Generation) -> &Reader {
+        generation.read(&order_view::MODEL).unwrap()
     }
 
     #[test]
@@ -651,8 +581,9 @@ mod tests {
             .unwrap_err();
         assert!(matches!(err, ApplyError::Projection { index: 1, .. }));
         assert_eq!(active.checkpoint().unwrap().position, 2);
-        assert!(active.order("o3").unwrap().is_none());
-        assert_eq!(active.analytics().unwrap().draft, 2);
+        assert!(order_view::get(views(&active), "o3").unwrap().is_none());
+        let stats = active.read(&analytics::MODEL).unwrap();
+        assert_eq!(analytics::report(stats, 10).unwrap().draft_orders, 2);
     }
 
     #[test]
@@ -664,47 +595,20 @@ mod tests {
             .map(|p| created(p, &format!("o{p}"), if p % 2 == 0 { "c" } else { "c1" }))
             .collect();
         g.apply(&events, None, |_| true).unwrap();
-        let first = g.recent_page(None, None, 2).unwrap();
+        let lists = g.read(&order_lists::MODEL).unwrap();
+        let first = order_lists::recent_page(lists, None, None, 2).unwrap();
         let ids: Vec<_> = first.rows.iter().map(|r| r.order_id.as_str()).collect();
         assert_eq!(ids, ["o5", "o4"]);
-        let second = g.recent_page(None, first.next_cursor, 10).unwrap();
+        let second = order_lists::recent_page(lists, None, first.next_cursor, 10).unwrap();
         assert_eq!(second.rows.len(), 3);
         assert_eq!(second.next_cursor, None);
-        let c = g.customer_page("c", None, 10).unwrap();
+        let c = order_lists::customer_page(lists, "c", None, 10).unwrap();
         let ids: Vec<_> = c.rows.iter().map(|r| r.order_id.as_str()).collect();
         assert_eq!(ids, ["o4", "o2"]);
-        let drafts = g.recent_page(Some(OrderStatus::Draft), None, 10).unwrap();
+        let drafts = order_lists::recent_page(lists, Some(OrderStatus::Draft), None, 10).unwrap();
         assert_eq!(drafts.rows.len(), 5);
-        assert!(g
-            .recent_page(Some(OrderStatus::Placed), None, 10)
-            .unwrap()
-            .rows
-            .is_empty());
-    }
-
-    #[test]
-    fn a_rebuild_starts_empty_and_replaces_the_old_generation() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let (store, target) = Store::open(dir.path(), 8 << 20, false).unwrap();
-            target
-                .apply(&[created(1, "o1", "c1")], None, |_| true)
-                .unwrap();
-            assert_eq!(store.active().number(), 1);
-        }
-        let (store, target) = reopen(dir.path(), true);
-        assert_eq!(target.number(), 2);
-        assert_eq!(target.checkpoint().unwrap().position, 0);
-        assert!(store.active().order("o1").unwrap().is_some());
-        target
-            .apply(&[created(1, "o1", "c1")], None, |_| true)
-            .unwrap();
-        let old = store.switch_to(&target).unwrap();
-        assert!(store.drop_retired(old).unwrap().is_none());
-        drop((store, target));
-        let (store, target) = reopen(dir.path(), false);
-        assert_eq!((store.active().number(), target.number()), (2, 2));
-        assert!(store.active().order("o1").unwrap().is_some());
+        let placed = order_lists::recent_page(lists, Some(OrderStatus::Placed), None, 10).unwrap();
+        assert!(placed.rows.is_empty());
     }
 
     #[test]
@@ -718,113 +622,186 @@ mod tests {
             |_| true,
         )
         .unwrap();
-        let mut placed = created(3, "o1", "c1");
-        placed.version = 2;
-        placed.event = Event::OrderPlaced {
-            customer_id: CustomerId::parse("customer_id", "c1").unwrap(),
-            currency: Currency::parse("currency", "").unwrap(),
-            lines: Vec::new(),
-            total_cents: 5,
-            item_count: 1,
-            placed_at: Timestamp(3),
-        };
-        g.apply(&[placed], None, |_| true).unwrap();
-        let ids = |page: Page| -> Vec<(String, OrderStatus)> {
-            page.rows
+        g.apply(&[placed(3, "o1", 2, vec![line("a", 1)])], None, |_| true)
+            .unwrap();
+        let lists = g.read(&order_lists::MODEL).unwrap();
+        let ids = |status: Option<OrderStatus>| -> Vec<(String, OrderStatus)> {
+            order_lists::recent_page(lists, status, None, 10)
+                .unwrap()
+                .rows
                 .into_iter()
                 .map(|r| (r.order_id, r.status))
                 .collect()
         };
-        let placed_page = g.recent_page(Some(OrderStatus::Placed), None, 10).unwrap();
-        assert_eq!(ids(placed_page), [("o1".to_owned(), OrderStatus::Placed)]);
-        let drafts = g.recent_page(Some(OrderStatus::Draft), None, 10).unwrap();
-        assert_eq!(ids(drafts), [("o2".to_owned(), OrderStatus::Draft)]);
+        let o1 = ("o1".to_owned(), OrderStatus::Placed);
+        let o2 = ("o2".to_owned(), OrderStatus::Draft);
+        assert_eq!(ids(Some(OrderStatus::Placed)), std::slice::from_ref(&o1));
+        assert_eq!(ids(Some(OrderStatus::Draft)), std::slice::from_ref(&o2));
         // Every list answers with the summary as of the last event.
-        let all = g.recent_page(None, None, 10).unwrap();
-        assert_eq!(all.rows[1].status, OrderStatus::Placed);
-        let customer = g.customer_page("c1", None, 10).unwrap();
+        assert_eq!(ids(None), [o2, o1]);
+        let customer = order_lists::customer_page(lists, "c1", None, 10).unwrap();
         assert_eq!(customer.rows[1].status, OrderStatus::Placed);
     }
 
-    /// Writes read models the way layout 1 did: six trees, indexes of ids.
-    fn write_layout_1(path: &Path, events: &[RecordedEvent]) {
-        let db = sled::open(path).unwrap();
-        let tree = |name: &str| db.open_tree(format!("g3/{name}")).unwrap();
-        let mut stats = AnalyticsRow::default();
-        for event in events {
-            let row = projection::apply(None, event, &mut stats).unwrap().row;
-            let id = row.order_id.as_bytes();
-            tree("views").insert(id, encode_snapshot(&row)).unwrap();
-            tree("recent")
-                .insert(inverted(row.created_position), id)
+    #[test]
+    fn a_rebuild_starts_empty_and_replaces_the_old_generation() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (store, target) = Store::open(dir.path(), 8 << 20, false).unwrap();
+            target
+                .apply(&[created(1, "o1", "c1")], None, |_| true)
                 .unwrap();
-            let mut by_status = vec![status_byte(row.status)];
-            by_status.extend_from_slice(&inverted(row.created_position));
-            tree("by_status").insert(by_status, id).unwrap();
-            let mut by_customer = customer_part(&row.customer_id)[1..].to_vec();
-            by_customer.extend_from_slice(&inverted(row.created_position));
-            tree("by_customer").insert(by_customer, id).unwrap();
+            assert_eq!(store.active().number(), 1);
+            assert!(!store.is_rebuilding());
         }
-        tree("analytics")
-            .insert(b"analytics", encode_snapshot(&stats))
+        let (store, target) = reopen(dir.path(), true, REGISTRY);
+        assert!(store.is_rebuilding());
+        assert_eq!(target.number(), 2);
+        assert_eq!(target.checkpoint().unwrap().position, 0);
+        assert!(order_view::get(views(&store.active()), "o1")
+            .unwrap()
+            .is_some());
+        target
+            .apply(&[created(1, "o1", "c1")], None, |_| true)
             .unwrap();
-        let checkpoint = Checkpoint {
-            position: events.len() as u64,
-            applied_at: None,
-        };
-        tree("progress")
-            .insert(b"checkpoint", encode_snapshot(&checkpoint))
-            .unwrap();
-        let generations = (3u64, Option::<u64>::None);
-        db.insert(b"generations", encode_snapshot(&generations))
-            .unwrap();
-        db.flush().unwrap();
+        let old = store.switch_to(&target).unwrap();
+        assert!(!store.is_rebuilding());
+        assert!(store.drop_retired(old).unwrap().is_none());
+        drop((store, target));
+        let (store, target) = reopen(dir.path(), false, REGISTRY);
+        assert_eq!((store.active().number(), target.number()), (2, 2));
+        assert!(order_view::get(views(&store.active()), "o1")
+            .unwrap()
+            .is_some());
+    }
+
+    /// Opens with `registry`, applies `events`, closes.
+    fn written_with(path: &Path, registry: Registry, events: &[RecordedEvent]) {
+        let (store, target) = reopen(path, false, registry);
+        assert_eq!(store.active().number(), target.number());
+        target.apply(events, None, |_| true).unwrap();
     }
 
     #[test]
-    fn an_older_layout_is_served_until_rebuilt_then_dropped() {
+    fn a_generation_lacking_a_model_is_rebuilt_and_then_answers() {
+        static WITHOUT_ANALYTICS: &[&Descriptor] =
+            &[&order_view::MODEL, &order_lists::MODEL, &checkpoint::MODEL];
         let dir = tempfile::tempdir().unwrap();
-        let events: Vec<_> = (1..=3)
-            .map(|p| created(p, &format!("o{p}"), "c1"))
-            .collect();
-        write_layout_1(dir.path(), &events);
-        let (store, target) = reopen(dir.path(), false);
+        let log = history();
+        written_with(dir.path(), WITHOUT_ANALYTICS, &log);
+
+        let (store, target) = reopen(dir.path(), false, REGISTRY);
+        assert!(store.is_rebuilding());
         let old = store.active();
-        assert_eq!((old.number(), target.number()), (3, 4));
-        assert_eq!(old.checkpoint().unwrap().position, 3);
-        assert_eq!(target.checkpoint().unwrap().position, 0);
-        let served = old.recent_page(None, None, 2).unwrap();
-        assert_eq!(served.rows.len(), 2);
-        assert_eq!(served.rows[0].order_id, "o3");
-        let rest = old.customer_page("c1", served.next_cursor, 10).unwrap();
-        assert_eq!(rest.rows[0].order_id, "o1");
-        assert_eq!(old.analytics().unwrap().draft, 3);
-        assert!(
-            old.apply(&events, None, |_| true).is_err(),
-            "layout 1 is never written"
-        );
+        assert_eq!((old.number(), target.number()), (1, 2));
+        // The old generation answers what it holds, and only that.
+        assert_eq!(old.checkpoint().unwrap().position, log.len() as u64);
+        assert!(order_view::get(views(&old), "o0").unwrap().is_some());
+        assert!(matches!(
+            old.read(&analytics::MODEL),
+            Err(StoreError::Rebuilding("analytics"))
+        ));
         drop(old);
 
         // A crash before the switch resumes the same rebuild.
-        target.apply(&events[..1], None, |_| true).unwrap();
+        target.apply(&log[..10], None, |_| true).unwrap();
         drop((store, target));
-        let (store, target) = reopen(dir.path(), false);
-        assert_eq!((store.active().number(), target.number()), (3, 4));
-        assert_eq!(target.checkpoint().unwrap().position, 1);
+        let (store, target) = reopen(dir.path(), false, REGISTRY);
+        assert_eq!((store.active().number(), target.number()), (1, 2));
+        assert_eq!(target.checkpoint().unwrap().position, 10);
 
-        target.apply(&events[1..], None, |_| true).unwrap();
+        target.apply(&log[10..], None, |_| true).unwrap();
         let retired = store.switch_to(&target).unwrap();
         assert!(store.drop_retired(retired).unwrap().is_none());
-        let names: Vec<_> = store.db.tree_names().into_iter().collect();
-        assert!(
-            !names.iter().any(|n| n.starts_with(b"g3")),
-            "layout 1 trees are dropped"
-        );
+        let served = store.active();
+        let report = analytics::report(served.read(&analytics::MODEL).unwrap(), 3).unwrap();
+        assert_eq!(report.total_orders, 60);
+        assert_eq!(report.draft_orders, 12);
+        assert_eq!(report.shipped_orders, 12);
+        assert_eq!(report.cancelled_orders, 12);
+        assert_eq!(report.placed_orders, 24);
+        assert_eq!(report.top_products.len(), 3);
+        assert_eq!(report.top_products[0].0, "a");
+        assert_eq!(report.top_products[0].1, 36);
+        drop(served);
+        let names: Vec<_> = store.db.tree_names();
+        assert!(!names.iter().any(|n| n == b"g1"), "the old tree is dropped");
         drop((store, target));
-        let (store, target) = reopen(dir.path(), false);
-        assert_eq!((store.active().number(), target.number()), (4, 4));
-        let page = store.active().recent_page(None, None, 10).unwrap();
-        assert_eq!(page.rows.len(), 3);
+        let (store, target) = reopen(dir.path(), false, REGISTRY);
+        assert_eq!((store.active().number(), target.number()), (2, 2));
+        assert!(!store.is_rebuilding());
+    }
+
+    #[test]
+    fn a_generation_holding_another_version_is_rebuilt() {
+        static LISTS_V0: Descriptor = Descriptor {
+            version: 0,
+            ..order_lists::MODEL
+        };
+        static OLDER: &[&Descriptor] = &[
+            &order_view::MODEL,
+            &LISTS_V0,
+            &analytics::MODEL,
+            &checkpoint::MODEL,
+        ];
+        let dir = tempfile::tempdir().unwrap();
+        written_with(dir.path(), OLDER, &[created(1, "o1", "c1")]);
+        let (store, target) = reopen(dir.path(), false, REGISTRY);
+        assert_eq!((store.active().number(), target.number()), (1, 2));
+        let old = store.active();
+        assert!(old.read(&order_lists::MODEL).is_err());
+        assert!(old.read(&analytics::MODEL).is_ok());
+        target
+            .apply(&[created(1, "o1", "c1")], None, |_| true)
+            .unwrap();
+        store.switch_to(&target).unwrap();
+        let lists = target.read(&order_lists::MODEL).unwrap();
+        let page = order_lists::recent_page(lists, None, None, 10).unwrap();
+        assert_eq!(page.rows[0].order_id, "o1");
+    }
+
+    #[test]
+    fn read_models_built_in_any_batches_are_the_same() {
+        let log = history();
+        let dir = tempfile::tempdir().unwrap();
+        let (store, one_by_one) = Store::open(dir.path(), 8 << 20, false).unwrap();
+        for event in &log {
+            one_by_one
+                .apply(std::slice::from_ref(event), None, |_| false)
+                .unwrap();
+        }
+        let incremental = entries(&one_by_one);
+        drop((store, one_by_one));
+        let (store, rebuilt) = reopen(dir.path(), true, REGISTRY);
+        for chunk in log.chunks(37) {
+            rebuilt.apply(chunk, None, |_| false).unwrap();
+        }
+        assert_eq!(entries(&rebuilt), incremental);
+        assert_eq!(entries(&store.active()), incremental);
+        // Every entry is under the prefix of a registered model.
+        let prefixes: Vec<u8> = REGISTRY.iter().flat_map(|m| m.prefixes).copied().collect();
+        assert!(incremental.iter().all(|(k, _)| prefixes.contains(&k[0])));
+        let stats = rebuilt.read(&analytics::MODEL).unwrap();
+        assert!(analytics::report(stats, 10).unwrap().daily.len() > 1);
+    }
+
+    #[test]
+    fn a_directory_without_a_catalog_this_build_reads_is_built_anew() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = sled::open(dir.path()).unwrap();
+            db.open_tree("g3/views")
+                .unwrap()
+                .insert(b"o1", b"x")
+                .unwrap();
+            db.open_tree("g4").unwrap().insert(b"vo1", b"x").unwrap();
+            db.flush().unwrap();
+        }
+        let (store, target) = reopen(dir.path(), false, REGISTRY);
+        assert_eq!((store.active().number(), target.number()), (5, 5));
+        assert_eq!(target.checkpoint().unwrap().position, 0);
+        let names: Vec<_> = store.db.tree_names();
+        assert!(!names.iter().any(|n| n.starts_with(b"g3") || n == b"g4"));
     }
 
     #[test]

@@ -9,6 +9,10 @@
 //! meanwhile cannot miss a change, registering waits while a batch is applied
 //! (`hold_registrations`): a watcher is either known to the batch or reads its
 //! first view after it.
+//!
+//! Open watches are bounded per order and in total (`--max-watchers-per-order`,
+//! `--max-watchers`): `admit` hands out a place before a watch starts, or says
+//! which limit is reached.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,19 +20,66 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::{mpsc, RwLock, RwLockWriteGuard};
 
-use crate::order_row::OrderRow;
+use crate::read_models::order_view::OrderRow;
 
 /// Changes a watcher may have pending before it counts as too slow.
 const WATCHER_CAPACITY: usize = 1024;
+/// Default of `--max-watchers-per-order`.
+pub const DEFAULT_MAX_PER_ORDER: u64 = 16;
+/// Default of `--max-watchers`.
+pub const DEFAULT_MAX_TOTAL: u64 = 10_000;
 
 type Senders = HashMap<String, Vec<(u64, mpsc::Sender<Arc<OrderRow>>)>>;
 
-#[derive(Default)]
 pub struct Watchers {
     next_id: AtomicU64,
     senders: Mutex<Senders>,
     /// Read to register, written by the applier for the whole of a batch.
     registrations: RwLock<()>,
+    limits: WatchLimits,
+    /// Watches admitted and not yet ended, per order.
+    admitted: Mutex<Admitted>,
+}
+
+/// How many watches may be open on one order and in total.
+#[derive(Debug, Clone, Copy)]
+pub struct WatchLimits {
+    pub per_order: usize,
+    pub total: usize,
+}
+
+#[derive(Default)]
+struct Admitted {
+    total: usize,
+    per_order: HashMap<String, usize>,
+}
+
+/// Why a watch was not admitted; the text names the limit and its flag.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WatchLimitReached {
+    #[error(
+        "too many WatchOrder streams on order {order_id}: at most {max} per order \
+         (--max-watchers-per-order)"
+    )]
+    PerOrder { order_id: String, max: usize },
+    #[error("too many WatchOrder streams: at most {max} open in total (--max-watchers)")]
+    Total { max: usize },
+}
+
+/// An admitted watch's place under the limits, given back when dropped.
+pub struct WatchSlot {
+    watchers: Arc<Watchers>,
+    order_id: String,
+}
+
+impl Default for Watchers {
+    fn default() -> Self {
+        let count = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+        Watchers::new(WatchLimits {
+            per_order: count(DEFAULT_MAX_PER_ORDER),
+            total: count(DEFAULT_MAX_TOTAL),
+        })
+    }
 }
 
 /// Removes its watcher when dropped.
@@ -39,6 +90,39 @@ pub struct Registration {
 }
 
 impl Watchers {
+    pub fn new(limits: WatchLimits) -> Self {
+        Watchers {
+            next_id: AtomicU64::new(0),
+            senders: Mutex::default(),
+            registrations: RwLock::new(()),
+            limits,
+            admitted: Mutex::default(),
+        }
+    }
+
+    /// A place for one more watch of `order_id`, unless a limit is reached.
+    pub fn admit(self: &Arc<Self>, order_id: &str) -> Result<WatchSlot, WatchLimitReached> {
+        let mut admitted = self.admitted.lock().unwrap_or_else(PoisonError::into_inner);
+        if admitted.total >= self.limits.total {
+            return Err(WatchLimitReached::Total {
+                max: self.limits.total,
+            });
+        }
+        let on_order = admitted.per_order.get(order_id).copied().unwrap_or(0);
+        if on_order >= self.limits.per_order {
+            return Err(WatchLimitReached::PerOrder {
+                order_id: order_id.to_owned(),
+                max: self.limits.per_order,
+            });
+        }
+        admitted.total += 1;
+        admitted.per_order.insert(order_id.to_owned(), on_order + 1);
+        Ok(WatchSlot {
+            watchers: Arc::clone(self),
+            order_id: order_id.to_owned(),
+        })
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Senders> {
         self.senders.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -100,6 +184,23 @@ impl Watchers {
     }
 }
 
+impl Drop for WatchSlot {
+    fn drop(&mut self) {
+        let mut admitted = self
+            .watchers
+            .admitted
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        admitted.total -= 1;
+        if let Some(n) = admitted.per_order.get_mut(&self.order_id) {
+            *n -= 1;
+            if *n == 0 {
+                admitted.per_order.remove(&self.order_id);
+            }
+        }
+    }
+}
+
 impl Drop for Registration {
     fn drop(&mut self) {
         let mut senders = self.watchers.lock();
@@ -114,31 +215,33 @@ impl Drop for Registration {
 
 #[cfg(test)]
 mod tests {
-    use shared::domain::{OrderStatus, Timestamp};
-
     use super::*;
 
     fn row(order_id: &str, position: u64) -> OrderRow {
         OrderRow {
             order_id: order_id.to_owned(),
-            customer_id: "c".to_owned(),
-            status: OrderStatus::Draft,
-            lines: Vec::new(),
-            total_cents: 0,
-            item_count: 0,
-            currency: "USD".to_owned(),
             version: position,
             last_position: position,
-            created_position: 1,
-            created_at: Timestamp(0),
-            updated_at: Timestamp(0),
-            placed_at: None,
-            shipped_at: None,
-            cancelled_at: None,
-            carrier: String::new(),
-            tracking_number: String::new(),
-            cancel_reason: String::new(),
+            ..OrderRow::default()
         }
+    }
+
+    #[test]
+    fn watches_are_admitted_up_to_the_limits_per_order_and_in_total() {
+        let watchers = Arc::new(Watchers::new(WatchLimits {
+            per_order: 2,
+            total: 3,
+        }));
+        let a1 = watchers.admit("a").unwrap();
+        let _a2 = watchers.admit("a").unwrap();
+        let per_order = watchers.admit("a").err().unwrap();
+        assert!(per_order.to_string().contains("--max-watchers-per-order"));
+        let _b1 = watchers.admit("b").unwrap();
+        let total = watchers.admit("c").err().unwrap();
+        assert_eq!(total, WatchLimitReached::Total { max: 3 });
+        assert!(total.to_string().contains("--max-watchers"));
+        drop(a1);
+        assert!(watchers.admit("a").is_ok(), "a place is given back on drop");
     }
 
     #[tokio::test]

@@ -157,6 +157,8 @@ async fn a_poison_event_stops_applying_and_the_last_good_state_is_served() {
         "--command-endpoint",
         &format!("http://{upstream_addr}"),
     ])
+    .unwrap()
+    .validate()
     .unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

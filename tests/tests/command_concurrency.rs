@@ -1,26 +1,18 @@
 //! command-service under concurrency, through the real binary: optimistic
 //! concurrency races, subscribers while writers run, and `kill -9` mid-write.
 
-mod support;
-
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use e2e::{command_client, item, pb, read_log, start_command_service};
+use e2e::commands::*;
+use e2e::event_log::*;
+use e2e::{command_client, connect_command, pb, start_command_service, within, CommandClient};
 use pb::event_envelope::Event as E;
 use pb::subscribe_events_response::Kind;
 use tempfile::TempDir;
 use tokio::sync::{watch, Barrier};
 use tonic::{Code, Streaming};
-
-use support::*;
-
-async fn connect(endpoint: &str) -> Client {
-    Client::connect(endpoint.to_owned())
-        .await
-        .unwrap_or_else(|e| panic!("connect to {endpoint}: {e}"))
-}
 
 // ---- optimistic concurrency ----
 
@@ -33,7 +25,7 @@ async fn racing_clients_with_expected_version_get_exactly_one_success_per_versio
     let mut clients = Vec::new();
     for _ in 0..CLIENTS {
         // One connection per client.
-        clients.push(connect(&svc.endpoint()).await);
+        clients.push(connect_command(&svc.endpoint()).await);
     }
     assert_eq!(
         ok(&mut clients[0], create("contested", vec![])).await,
@@ -118,7 +110,7 @@ async fn concurrent_retries_of_one_command_id_write_once_and_agree() {
     let svc = start_command_service(dir.path());
     let mut clients = Vec::new();
     for _ in 0..CLIENTS {
-        clients.push(connect(&svc.endpoint()).await);
+        clients.push(connect_command(&svc.endpoint()).await);
     }
 
     // The same request under the same key, sent by everyone at once (with a
@@ -203,7 +195,7 @@ async fn write_big_orders(
     orders: usize,
     acked: Arc<watch::Sender<usize>>,
 ) -> Vec<Ack> {
-    let mut c = connect(&endpoint).await;
+    let mut c = connect_command(&endpoint).await;
     let mut mine = Vec::new();
     for n in 0..orders {
         let id = format!("w{w}-o{n}");
@@ -264,7 +256,7 @@ async fn read_until(stream: &mut Streaming<pb::SubscribeEventsResponse>, last: u
 }
 
 async fn subscribe(
-    client: &mut Client,
+    client: &mut CommandClient,
     after_position: u64,
 ) -> Streaming<pb::SubscribeEventsResponse> {
     client
@@ -300,7 +292,7 @@ async fn subscribers_see_every_acknowledged_event_once_in_order_while_8_writers_
             let mut acked = acked_rx.clone();
             tokio::spawn(async move {
                 acked.wait_for(|n| *n >= join_after).await.unwrap();
-                let mut client = connect(&endpoint).await;
+                let mut client = connect_command(&endpoint).await;
                 let mut stream = subscribe(&mut client, 0).await;
                 read_until(&mut stream, TOTAL).await
             })
@@ -397,7 +389,7 @@ async fn write_until_killed(
     w: usize,
     acked: Arc<watch::Sender<usize>>,
 ) -> Vec<(Cmd, Ack)> {
-    let mut c = connect(&endpoint).await;
+    let mut c = connect_command(&endpoint).await;
     let id = format!("writer-{w}");
     let mut mine = Vec::new();
     for n in 0..2_000 {
@@ -421,7 +413,10 @@ async fn write_until_killed(
 
 /// Reads the whole log and checks that it is gap-free and holds every
 /// acknowledged result at its position.
-async fn assert_log_holds(c: &mut Client, acknowledged: &[(Cmd, Ack)]) -> Vec<pb::EventEnvelope> {
+async fn assert_log_holds(
+    c: &mut CommandClient,
+    acknowledged: &[(Cmd, Ack)],
+) -> Vec<pb::EventEnvelope> {
     let log = read_log(c, 0).await;
     assert_gap_free(&log);
     for (cmd, a) in acknowledged {

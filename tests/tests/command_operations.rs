@@ -2,13 +2,17 @@
 //! configuration by environment, refusing a locked data dir or a taken port,
 //! and graceful shutdown on SIGTERM.
 
-mod support;
-
 use std::process::ExitStatus;
 use std::sync::Arc;
 use std::time::Duration;
 
-use e2e::{command_args, command_client, item, pb, read_log, start_command_service, Service};
+use e2e::commands::*;
+use e2e::event_log::*;
+use e2e::reflection;
+use e2e::{
+    command_args, command_client, connect_command, pb, start_command_service, terminate_within,
+    within, Service,
+};
 use pb::subscribe_events_response::Kind;
 use prost::Message;
 use prost_types::FileDescriptorProto;
@@ -18,9 +22,6 @@ use tonic::Streaming;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
-
-use support::reflection::{self, ReflectionRequest};
-use support::*;
 
 #[track_caller]
 fn assert_clean_failure(
@@ -78,24 +79,7 @@ async fn server_reflection_lists_and_describes_the_services() {
     let svc = start_command_service(dir.path());
     // v1alpha is what grpcurl 1.8 asks; newer clients ask v1.
     for version in ["v1", "v1alpha"] {
-        let listed = reflection::ask(
-            svc.channel().await,
-            version,
-            ReflectionRequest {
-                list_services: Some(String::new()),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap_or_else(|s| panic!("reflection {version}: {s:?}"));
-        let names: Vec<String> = listed
-            .list_services_response
-            .clone()
-            .unwrap_or_else(|| panic!("reflection {version}: no service list: {listed:?}"))
-            .service
-            .into_iter()
-            .map(|s| s.name)
-            .collect();
+        let names = reflection::list_services(svc.channel().await, version).await;
         for expected in ["orders.v1.CommandService", "grpc.health.v1.Health"] {
             assert!(
                 names.iter().any(|n| n == expected),
@@ -103,21 +87,9 @@ async fn server_reflection_lists_and_describes_the_services() {
             );
         }
 
-        let described = reflection::ask(
-            svc.channel().await,
-            version,
-            ReflectionRequest {
-                file_containing_symbol: Some("orders.v1.CommandService".into()),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap_or_else(|s| panic!("reflection {version}: {s:?}"));
-        let files = described
-            .file_descriptor_response
-            .clone()
-            .unwrap_or_else(|| panic!("reflection {version}: no descriptor: {described:?}"))
-            .file_descriptor_proto;
+        let files =
+            reflection::files_containing(svc.channel().await, version, "orders.v1.CommandService")
+                .await;
         let methods: Vec<String> = files
             .iter()
             .map(|bytes| FileDescriptorProto::decode(bytes.as_slice()).expect("a descriptor"))
@@ -301,7 +273,7 @@ async fn sigterm_while_writers_run_exits_zero_keeping_every_acknowledged_command
             let endpoint = svc.endpoint();
             let acked_tx = Arc::clone(&acked_tx);
             tokio::spawn(async move {
-                let mut c = Client::connect(endpoint).await.unwrap();
+                let mut c = connect_command(&endpoint).await;
                 let id = format!("writer-{w}");
                 let mut mine = vec![ok(&mut c, create(&id, vec![])).await];
                 acked_tx.send_modify(|n| *n += 1);

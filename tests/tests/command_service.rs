@@ -2,16 +2,14 @@
 //! outside: the order lifecycle, every command-side row of the SPEC's error
 //! table, and idempotent retries (also across a restart).
 
-mod support;
-
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use e2e::{command_client, item, pb, read_log, start_command_service};
+use e2e::commands::*;
+use e2e::event_log::*;
+use e2e::{command_client, pb, start_command_service, terminate_within, CommandClient};
 use pb::event_envelope::Event as E;
 use tempfile::TempDir;
 use tonic::Code;
-
-use support::*;
 
 // ---- the lifecycle ----
 
@@ -216,7 +214,7 @@ async fn orders_go_through_their_lifecycle_with_a_version_and_position_per_comma
 // ---- the error table ----
 
 /// Orders in every state the error cases need. Returns the log head.
-async fn orders_in_every_state(c: &mut Client) -> u64 {
+async fn orders_in_every_state(c: &mut CommandClient) -> u64 {
     ok(c, create("draft", vec![item("apple", 2, 150)])).await;
     ok(c, create("empty", vec![])).await;
     ok(c, create("placed", vec![item("apple", 2, 150)])).await;
@@ -613,7 +611,7 @@ async fn a_repeated_command_id_returns_the_original_result_and_writes_nothing() 
 }
 
 /// A known `command_id` with another request is refused and writes nothing.
-async fn same_key_other_request_is_invalid_argument(c: &mut Client, head: u64) {
+async fn same_key_other_request_is_invalid_argument(c: &mut CommandClient, head: u64) {
     let cases: Vec<Cmd> = vec![
         // Another quantity.
         with(add("o1", item("pear", 3, 50)), Some(1), "k-add"),

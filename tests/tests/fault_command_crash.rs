@@ -6,18 +6,14 @@
 //!
 //! `FAULT_ROUNDS=200 FAULT_SEED=... cargo test -p e2e-tests --test fault_command_crash`
 
-mod fault_common;
-mod support;
-
 use std::time::Instant;
 
-use e2e::model::free_port;
-use e2e::{command_args, query_client, read_log, start_query_service, Service};
-use fault_common::*;
+use e2e::fault::{count, seed, tally};
+use e2e::writer::{assert_command_side, assert_replica, model_of, settle_all, Round, Writer};
+use e2e::{connect_command, query_client, read_log, start_command_service, start_query_service};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tempfile::TempDir;
-use tokio::sync::watch;
 
 const WRITERS: usize = 6;
 
@@ -27,9 +23,7 @@ async fn kill_9_of_command_service_under_concurrent_writers_loses_nothing() {
     let mut rng = StdRng::seed_from_u64(seed("fault_command_crash"));
     let dir = TempDir::new().unwrap();
     let command_dir = dir.path().join("command");
-    let listen = format!("127.0.0.1:{}", free_port());
-    let args = command_args(&command_dir, &listen);
-    let mut cmd = Service::spawn("command-service", &args, &[]);
+    let mut cmd = start_command_service(&command_dir);
     let replica = start_query_service(&dir.path().join("query"), &cmd.endpoint());
     let query = query_client(&replica).await;
 
@@ -42,53 +36,22 @@ async fn kill_9_of_command_service_under_concurrent_writers_loses_nothing() {
         let endpoint = cmd.endpoint();
         let retry_from: Vec<usize> = writers.iter().map(|w| w.acks.len()).collect();
         let failures_before: usize = writers.iter().map(|w| w.failures.len()).sum();
-        let (acked_tx, mut acked_rx) = watch::channel(0usize);
-        let (_stop_tx, stop_rx) = watch::channel(false);
-        let mut tasks = Vec::new();
-        for w in writers.drain(..) {
-            let client = connect(&endpoint).await;
-            tasks.push(tokio::spawn(w.run(
-                client,
-                acked_tx.clone(),
-                stop_rx.clone(),
-            )));
-        }
+        let mut round_writers = Round::start(&mut writers, &endpoint).await;
         // The moment of the kill: after a random number of acknowledgements,
         // with every writer still sending.
-        let threshold = rng.random_range(1..=120);
-        tokio::time::timeout(
-            std::time::Duration::from_secs(60),
-            acked_rx.wait_for(|n| *n >= threshold),
-        )
-        .await
-        .expect("writers make progress")
-        .unwrap();
+        round_writers.acknowledged(rng.random_range(1..=120)).await;
         cmd.kill();
-        for task in tasks {
-            writers.push(
-                tokio::time::timeout(std::time::Duration::from_secs(30), task)
-                    .await
-                    .expect("a writer notices the kill")
-                    .expect("writer task"),
-            );
-        }
+        let acks = round_writers.join(&mut writers, "kill").await;
         let failed_now = writers.iter().map(|w| w.failures.len()).sum::<usize>() - failures_before;
 
-        cmd = Service::spawn("command-service", &args, &[]);
+        cmd.restart();
         assert_eq!(cmd.endpoint(), endpoint, "back on the same address");
-        let mut client = connect(&cmd.endpoint()).await;
+        let mut client = connect_command(&cmd.endpoint()).await;
         let head = read_log(&mut client, 0).await.len() as u64;
         // Commands in flight at the kill are settled by a retry with their
         // key: the original result if they had committed (durable but never
         // acknowledged), a commit now if not.
-        let mut durable_unacked = 0;
-        for w in &mut writers {
-            if let Some(ack) = w.settle(&mut client).await {
-                if ack.position <= head {
-                    durable_unacked += 1;
-                }
-            }
-        }
+        let durable_unacked = settle_all(&mut writers, &mut client, head).await;
         committed_unacknowledged += durable_unacked;
         let log = assert_command_side(&mut client, &writers, &retry_from).await;
         let model = model_of(&writers);
@@ -96,7 +59,7 @@ async fn kill_9_of_command_service_under_concurrent_writers_loses_nothing() {
         assert_replica(&query, &model, &log).await;
         eprintln!(
             "round {round}: killed after {} acks; {failed_now} commands in flight, {durable_unacked} of them durable; log {} events, {} orders",
-            *acked_rx.borrow(),
+            acks,
             log.len(),
             model.orders.len()
         );

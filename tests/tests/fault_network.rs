@@ -8,20 +8,21 @@
 //!
 //! `FAULT_PROXY_FAULTS=400 cargo test -p e2e-tests --test fault_network`
 
-mod fault_common;
-mod support;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use e2e::fault::{count, seed};
 use e2e::fault_proxy::{Chaos, FaultProxy};
-use e2e::model::{eventually, placement_dates, projection_status, run_workload, Model};
-use e2e::{command_client, pb, query_client, read_log, start_query_service};
-use fault_common::{count, seed};
+use e2e::model::{placement_dates, Model};
+use e2e::queries::projection_status;
+use e2e::workload::run_workload;
+use e2e::{
+    command_args, command_client, eventually, pb, query_client, read_log, start_query_service,
+    CommandClient, Service,
+};
 use pb::subscribe_events_response::Kind;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use shared::proto::command_service_client::CommandServiceClient;
 use tempfile::TempDir;
 use tokio::sync::{watch, Mutex};
 
@@ -49,7 +50,7 @@ async fn resubscribing_reader(
             tokio::time::sleep(Duration::from_millis(20)).await;
             continue;
         };
-        let mut client = CommandServiceClient::new(channel);
+        let mut client = CommandClient::new(channel);
         let subscribe = client.subscribe_events(pb::SubscribeEventsRequest {
             after_position: after,
         });
@@ -81,10 +82,10 @@ async fn a_replica_behind_a_faulty_link_converges_with_nothing_lost_or_doubled()
     let faults = count("FAULT_PROXY_FAULTS", 40);
     let mut rng = StdRng::seed_from_u64(seed("fault_network"));
     let dir = TempDir::new().unwrap();
-    let mut args = e2e::command_args(&dir.path().join("command"), "127.0.0.1:0");
+    let mut args = command_args(&dir.path().join("command"), "127.0.0.1:0");
     // Frequent heartbeats, so a stalled stream is told from an idle one quickly.
     args.extend(["--heartbeat-ms".to_owned(), "200".to_owned()]);
-    let cmd = e2e::Service::spawn("command-service", &args, &[]);
+    let cmd = Service::spawn("command-service", &args, &[]);
     let proxy = FaultProxy::start(cmd.addr).await;
     let replica = start_query_service(&dir.path().join("query"), &proxy.endpoint());
     let query = query_client(&replica).await;
@@ -114,9 +115,7 @@ async fn a_replica_behind_a_faulty_link_converges_with_nothing_lost_or_doubled()
                     workload_seed ^ batch,
                 )
                 .await;
-                model.orders.extend(part.orders);
-                model.max_position = model.max_position.max(part.max_position);
-                model.commands_acknowledged += part.commands_acknowledged;
+                model.merge(part);
                 batch += 1;
             }
             model
@@ -154,7 +153,7 @@ async fn a_replica_behind_a_faulty_link_converges_with_nothing_lost_or_doubled()
     let faulted_for = started.elapsed();
 
     // The replica converges once the link is healthy again.
-    let status = eventually(Duration::from_secs(60), "the replica to catch up", || {
+    let status = eventually("the replica to catch up", Duration::from_secs(60), || {
         let q = query.clone();
         let head = model.max_position;
         async move {

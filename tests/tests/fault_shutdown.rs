@@ -7,18 +7,16 @@
 //!
 //! `FAULT_SIGTERM_ROUNDS=50 cargo test -p e2e-tests --test fault_shutdown`
 
-mod fault_common;
-mod support;
-
 use std::time::{Duration, Instant};
 
-use e2e::{command_args, command_client, pb, read_log, Service};
-use fault_common::*;
+use e2e::commands::{add, create, item, ok};
+use e2e::event_log::stalled_subscription;
+use e2e::fault::{count, seed, tally};
+use e2e::writer::{assert_command_side, settle_all, Round, Writer};
+use e2e::{command_args, command_client, connect_command, read_log, terminate_within, Service};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use support::{create, ok, terminate_within};
 use tempfile::TempDir;
-use tokio::sync::watch;
 
 const WRITERS: usize = 6;
 
@@ -36,52 +34,22 @@ async fn sigterm_under_load_acknowledges_only_what_is_durable() {
     for round in 0..rounds {
         let svc = Service::spawn("command-service", &args, &[]);
         let endpoint = svc.endpoint();
-        let mut client = connect(&endpoint).await;
+        let mut client = connect_command(&endpoint).await;
         // Commands left pending by the previous round are settled first.
         let head = read_log(&mut client, 0).await.len() as u64;
-        for w in &mut writers {
-            if let Some(ack) = w.settle(&mut client).await {
-                if ack.position <= head {
-                    durable_unacked += 1;
-                }
-            }
-        }
+        durable_unacked += settle_all(&mut writers, &mut client, head).await;
         let retry_from: Vec<usize> = writers.iter().map(|w| w.acks.len()).collect();
-        let (acked_tx, mut acked_rx) = watch::channel(0usize);
-        let (_stop_tx, stop_rx) = watch::channel(false);
-        let mut tasks = Vec::new();
-        for w in writers.drain(..) {
-            let client = connect(&endpoint).await;
-            tasks.push(tokio::spawn(w.run(
-                client,
-                acked_tx.clone(),
-                stop_rx.clone(),
-            )));
-        }
-        let threshold = rng.random_range(1..=120);
-        tokio::time::timeout(
-            Duration::from_secs(60),
-            acked_rx.wait_for(|n| *n >= threshold),
-        )
-        .await
-        .expect("writers make progress")
-        .unwrap();
+        let mut round_writers = Round::start(&mut writers, &endpoint).await;
+        round_writers.acknowledged(rng.random_range(1..=120)).await;
         let exit = terminate_within(svc, Duration::from_secs(30)).await;
         assert!(
             exit.success(),
             "round {round}: SIGTERM exits 0, got {exit:?}"
         );
-        for task in tasks {
-            writers.push(
-                tokio::time::timeout(Duration::from_secs(30), task)
-                    .await
-                    .expect("a writer notices the shutdown")
-                    .expect("writer task"),
-            );
-        }
+        let acks = round_writers.join(&mut writers, "shutdown").await;
 
         let svc = Service::spawn("command-service", &args, &[]);
-        let mut client = connect(&svc.endpoint()).await;
+        let mut client = connect_command(&svc.endpoint()).await;
         let head = read_log(&mut client, 0).await.len() as u64;
         // Check before settling: everything acknowledged is there.
         for w in &writers {
@@ -89,17 +57,11 @@ async fn sigterm_under_load_acknowledges_only_what_is_durable() {
                 assert!(ack.position <= head, "acknowledged but lost: {cmd:?}");
             }
         }
-        for w in &mut writers {
-            if let Some(ack) = w.settle(&mut client).await {
-                if ack.position <= head {
-                    durable_unacked += 1;
-                }
-            }
-        }
+        durable_unacked += settle_all(&mut writers, &mut client, head).await;
         let log = assert_command_side(&mut client, &writers, &retry_from).await;
         eprintln!(
             "round {round}: SIGTERM after {} acks; log {} events",
-            *acked_rx.borrow(),
+            acks,
             log.len()
         );
     }
@@ -131,7 +93,7 @@ async fn sigterm_with_a_subscriber_that_stopped_reading_still_exits() {
             ok(&mut client, create(&id, vec![])).await;
             for n in 0..300 {
                 let sku = format!("s{}", n % 90);
-                ok(&mut client, support::add(&id, e2e::item(&sku, 1, 1))).await;
+                ok(&mut client, add(&id, item(&sku, 1, 1))).await;
             }
         }));
     }
@@ -139,18 +101,7 @@ async fn sigterm_with_a_subscriber_that_stopped_reading_still_exits() {
         t.await.unwrap();
     }
     // Minimal HTTP/2 windows: the server can send it only 64 KiB.
-    let channel = tonic::transport::Endpoint::from_shared(svc.endpoint())
-        .unwrap()
-        .initial_stream_window_size(65_535)
-        .initial_connection_window_size(65_535)
-        .connect()
-        .await
-        .expect("connect");
-    let stalled = shared::proto::command_service_client::CommandServiceClient::new(channel)
-        .subscribe_events(pb::SubscribeEventsRequest { after_position: 0 })
-        .await
-        .expect("subscribe")
-        .into_inner();
+    let stalled = stalled_subscription(&svc).await;
     // The server has filled what it can towards the subscriber: a second
     // subscriber that does read has caught up, which takes longer.
     let log = read_log(&mut client, 0).await;

@@ -5,17 +5,13 @@
 //!
 //! `FAULT_SLOW_COMMANDS=5000 cargo test -p e2e-tests --test fault_slow_subscriber`
 
-mod fault_common;
-mod support;
-
 use std::time::{Duration, Instant};
 
-use e2e::{command_client, item, pb, read_log, start_command_service, Service};
-use fault_common::count;
+use e2e::commands::{add, create, item, ok};
+use e2e::event_log::stalled_subscription;
+use e2e::fault::count;
+use e2e::{command_client, pb, read_log, start_command_service, CommandClient, Service};
 use pb::subscribe_events_response::Kind;
-use shared::proto::command_service_client::CommandServiceClient;
-use support::{add, create, ok, Client};
-use tonic::transport::Endpoint;
 use tonic::Streaming;
 
 /// Runs `per_client` commands on each of 8 clients (each on its own order)
@@ -23,7 +19,7 @@ use tonic::Streaming;
 async fn measure(svc: &Service, phase: &str, per_client: usize) -> Vec<Duration> {
     let mut tasks = Vec::new();
     for c in 0..8 {
-        let mut client: Client = command_client(svc).await;
+        let mut client: CommandClient = command_client(svc).await;
         let id = format!("{phase}-{c}");
         tasks.push(tokio::spawn(async move {
             ok(&mut client, create(&id, vec![])).await;
@@ -48,24 +44,6 @@ async fn measure(svc: &Service, phase: &str, per_client: usize) -> Vec<Duration>
 
 fn percentile(sorted: &[Duration], p: usize) -> Duration {
     sorted[(sorted.len() * p / 100).min(sorted.len() - 1)]
-}
-
-/// Opens a subscription from position 0 and does not read it. Its HTTP/2
-/// windows are the protocol's minimum (64 KiB), so the server soon has to stop
-/// sending: the rest waits in its buffer, then in the log.
-async fn stalled_subscriber(svc: &Service) -> Streaming<pb::SubscribeEventsResponse> {
-    let channel = Endpoint::from_shared(svc.endpoint())
-        .unwrap()
-        .initial_stream_window_size(65_535)
-        .initial_connection_window_size(65_535)
-        .connect()
-        .await
-        .expect("connect");
-    CommandServiceClient::new(channel)
-        .subscribe_events(pb::SubscribeEventsRequest { after_position: 0 })
-        .await
-        .expect("subscribe")
-        .into_inner()
 }
 
 /// Reads `stream` until position `head`, checking it against `log`.
@@ -101,7 +79,7 @@ async fn subscribers_that_stop_reading_do_not_slow_writers_and_later_get_everyth
     // is held up by them for the whole phase.
     let mut stalled = Vec::new();
     for _ in 0..3 {
-        stalled.push(stalled_subscriber(&svc).await);
+        stalled.push(stalled_subscription(&svc).await);
     }
     let during = measure(&svc, "stalled", per_client).await;
 

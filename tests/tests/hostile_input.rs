@@ -4,16 +4,13 @@
 //! SPEC's code, names the field where there is one, writes nothing, and the
 //! service keeps serving.
 
-mod support;
-
 use std::time::Duration;
 
-use e2e::{
-    command_client, item, pb, query_client, start_command_service, start_query_service, Service,
-};
+use e2e::commands::*;
+use e2e::event_log::*;
+use e2e::{command_client, pb, query_client, start_command_service, start_query_service, Service};
 use prost::bytes::{Buf, BufMut};
 use prost::Message;
-use support::*;
 use tempfile::TempDir;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};

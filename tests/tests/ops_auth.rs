@@ -2,30 +2,27 @@
 //! tried without, with a wrong and with the right token; health stays open;
 //! query-service presents the subscribe token; no token reaches a log.
 
-mod ops_support;
-mod support;
-
 use std::time::Duration;
 
-use e2e::{command_args, pb, query_args, Service};
-use shared::proto::command_service_client::CommandServiceClient;
-use shared::proto::query_service_client::QueryServiceClient;
+use e2e::auth::*;
+use e2e::commands::create_request;
+use e2e::reflection::{self, ReflectionRequest};
+use e2e::{
+    command_args, eventually, path_arg, pb, query_args, CommandClient, QueryClient, Service,
+};
 use tempfile::TempDir;
 use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
 
-use ops_support::*;
-use support::reflection::{self, ReflectionRequest};
-
 fn start_command_with_tokens(dir: &TempDir) -> Service {
     let mut args = command_args(dir.path(), "127.0.0.1:0");
     args.extend([
-        s("--auth-token"),
-        s(COMMAND_TOKEN),
-        s("--subscribe-token"),
-        s(SUBSCRIBE_TOKEN),
+        "--auth-token".to_owned(),
+        COMMAND_TOKEN.to_owned(),
+        "--subscribe-token".to_owned(),
+        SUBSCRIBE_TOKEN.to_owned(),
     ]);
     Service::spawn("command-service", &args, &[])
 }
@@ -50,7 +47,9 @@ fn assert_no_secret_logged(service: &Service) {
 async fn health_is_serving(service: &Service) {
     let mut health = HealthClient::new(service.channel().await);
     let response = health
-        .check(HealthCheckRequest { service: s("") })
+        .check(HealthCheckRequest {
+            service: "".to_owned(),
+        })
         .await
         .expect("health needs no token")
         .into_inner();
@@ -61,7 +60,7 @@ async fn health_is_serving(service: &Service) {
 async fn command_rpcs_need_the_command_token() {
     let dir = TempDir::new().unwrap();
     let svc = start_command_with_tokens(&dir);
-    let mut client = CommandServiceClient::new(svc.channel().await);
+    let mut client = CommandClient::new(svc.channel().await);
 
     let cases = [
         ("no token", None),
@@ -88,7 +87,7 @@ async fn command_rpcs_need_the_command_token() {
     let placed = client
         .place_order(bearer(
             pb::PlaceOrderRequest {
-                order_id: s("ord-a"),
+                order_id: "ord-a".to_owned(),
                 expected_version: Some(1),
                 command_id: String::new(),
             },
@@ -122,7 +121,7 @@ async fn command_rpcs_need_the_command_token() {
 async fn subscribe_events_needs_the_subscribe_token() {
     let dir = TempDir::new().unwrap();
     let svc = start_command_with_tokens(&dir);
-    let mut client = CommandServiceClient::new(svc.channel().await);
+    let mut client = CommandClient::new(svc.channel().await);
     let request = |token| bearer(pb::SubscribeEventsRequest { after_position: 0 }, token);
 
     for (case, token) in [
@@ -168,10 +167,10 @@ async fn query_service_presents_the_subscribe_token_and_guards_queries() {
     let command_dir = TempDir::new().unwrap();
     let mut args = command_args(command_dir.path(), "127.0.0.1:0");
     args.extend([
-        s("--auth-token-file"),
-        path(&command_file),
-        s("--subscribe-token-file"),
-        path(&subscribe_file),
+        "--auth-token-file".to_owned(),
+        path_arg(&command_file),
+        "--subscribe-token-file".to_owned(),
+        path_arg(&subscribe_file),
     ]);
     let command = Service::spawn("command-service", &args, &[]);
     let query_dir = TempDir::new().unwrap();
@@ -184,17 +183,17 @@ async fn query_service_presents_the_subscribe_token_and_guards_queries() {
         ],
     );
 
-    let mut commands = CommandServiceClient::new(command.channel().await);
+    let mut commands = CommandClient::new(command.channel().await);
     let ack = commands
         .create_order(bearer(create_request("ord-q"), Some(COMMAND_TOKEN)))
         .await
         .expect("create with the command token")
         .into_inner();
-    let mut queries = QueryServiceClient::new(query.channel().await);
+    let mut queries = QueryClient::new(query.channel().await);
     let get = |token| {
         let mut request = bearer(
             pb::GetOrderRequest {
-                order_id: s("ord-q"),
+                order_id: "ord-q".to_owned(),
                 min_position: ack.position,
             },
             token,
@@ -231,7 +230,10 @@ async fn a_query_service_with_a_wrong_subscribe_token_is_refused_and_says_so() {
     let command = start_command_with_tokens(&command_dir);
     let query_dir = TempDir::new().unwrap();
     let mut args = query_args(query_dir.path(), "127.0.0.1:0", &command.endpoint());
-    args.extend([s("--subscribe-token"), s("not-the-subscribe-token")]);
+    args.extend([
+        "--subscribe-token".to_owned(),
+        "not-the-subscribe-token".to_owned(),
+    ]);
     let query = Service::spawn("query-service", &args, &[]);
 
     eventually(
@@ -245,7 +247,7 @@ async fn a_query_service_with_a_wrong_subscribe_token_is_refused_and_says_so() {
         },
     )
     .await;
-    let mut queries = QueryServiceClient::new(query.channel().await);
+    let mut queries = QueryClient::new(query.channel().await);
     let status = queries
         .get_projection_status(pb::GetProjectionStatusRequest {})
         .await

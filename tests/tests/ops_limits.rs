@@ -3,24 +3,19 @@
 //! server-side request timeout are each refused with a clear status, and the
 //! service goes on serving.
 
-mod ops_support;
-
 use std::time::Duration;
 
-use e2e::{command_args, pb, query_args, Service};
-use shared::proto::command_service_client::CommandServiceClient;
-use shared::proto::query_service_client::QueryServiceClient;
+use e2e::commands::create_request;
+use e2e::{command_args, eventually, item, pb, query_args, CommandClient, QueryClient, Service};
 use tempfile::TempDir;
 use tonic::transport::Channel;
 use tonic::Code;
-
-use ops_support::*;
 
 /// query-service following a command side that is not there: queries with a
 /// `min_position` ahead simply wait, which makes slow requests on demand.
 fn start_lonely_query_service(dir: &TempDir, extra: &[&str]) -> Service {
     let mut args = query_args(dir.path(), "127.0.0.1:0", "http://127.0.0.1:1");
-    args.extend(extra.iter().map(|a| s(a)));
+    args.extend(extra.iter().map(|a| a.to_string()));
     Service::spawn("query-service", &args, &[])
 }
 
@@ -28,13 +23,13 @@ fn start_lonely_query_service(dir: &TempDir, extra: &[&str]) -> Service {
 async fn an_oversize_message_is_refused_and_nothing_is_written() {
     let dir = TempDir::new().unwrap();
     let mut args = command_args(dir.path(), "127.0.0.1:0");
-    args.extend([s("--max-message-bytes"), s("65536")]);
+    args.extend(["--max-message-bytes".to_owned(), "65536".to_owned()]);
     let command = Service::spawn("command-service", &args, &[]);
-    let mut client = CommandServiceClient::new(command.channel().await);
+    let mut client = CommandClient::new(command.channel().await);
 
     let mut big = create_request("ord-big");
     big.items = (0..3000)
-        .map(|i| e2e::item(&format!("sku-{i:060}"), 1, 1))
+        .map(|i| item(&format!("sku-{i:060}"), 1, 1))
         .collect();
     let status = client
         .create_order(big)
@@ -56,7 +51,7 @@ async fn an_oversize_message_is_refused_and_nothing_is_written() {
 
     let query_dir = TempDir::new().unwrap();
     let query = start_lonely_query_service(&query_dir, &["--max-message-bytes", "4096"]);
-    let mut queries = QueryServiceClient::new(query.channel().await);
+    let mut queries = QueryClient::new(query.channel().await);
     let status = queries
         .get_order(pb::GetOrderRequest {
             order_id: "x".repeat(10_000),
@@ -76,10 +71,10 @@ async fn requests_beyond_the_per_connection_limit_are_shed_with_resource_exhaust
     // Ten slow requests at once on one connection: two are admitted and wait,
     // the rest are refused at once.
     let slow = (0..10).map(|_| {
-        let mut client = QueryServiceClient::new(channel.clone());
+        let mut client = QueryClient::new(channel.clone());
         async move {
             let mut request = tonic::Request::new(pb::GetOrderRequest {
-                order_id: s("ord-1"),
+                order_id: "ord-1".to_owned(),
                 min_position: 1_000_000,
             });
             request.set_timeout(Duration::from_secs(3));
@@ -106,7 +101,7 @@ async fn requests_beyond_the_per_connection_limit_are_shed_with_resource_exhaust
     assert!(statuses.iter().any(|s| s.code() == Code::DeadlineExceeded));
 
     // Once the slow ones are gone the connection serves again.
-    let status = QueryServiceClient::new(channel)
+    let status = QueryClient::new(channel)
         .get_projection_status(pb::GetProjectionStatusRequest {})
         .await;
     assert!(status.is_ok(), "{status:?}");
@@ -116,11 +111,11 @@ async fn requests_beyond_the_per_connection_limit_are_shed_with_resource_exhaust
 async fn connections_beyond_the_limit_are_refused_until_one_leaves() {
     let dir = TempDir::new().unwrap();
     let mut args = command_args(dir.path(), "127.0.0.1:0");
-    args.extend([s("--max-connections"), s("1")]);
+    args.extend(["--max-connections".to_owned(), "1".to_owned()]);
     let command = Service::spawn("command-service", &args, &[]);
 
     let first = command.channel().await;
-    CommandServiceClient::new(first.clone())
+    CommandClient::new(first.clone())
         .create_order(create_request("ord-1"))
         .await
         .expect("the first connection is served");
@@ -129,7 +124,7 @@ async fn connections_beyond_the_limit_are_refused_until_one_leaves() {
         .unwrap()
         .connect_timeout(Duration::from_secs(5))
         .timeout(Duration::from_secs(5));
-    let status = CommandServiceClient::new(second.connect().await.expect("TCP and HTTP/2 accept"))
+    let status = CommandClient::new(second.connect().await.expect("TCP and HTTP/2 accept"))
         .create_order(create_request("ord-2"))
         .await
         .expect_err("a connection beyond the limit is refused");
@@ -155,7 +150,7 @@ async fn connections_beyond_the_limit_are_refused_until_one_leaves() {
             let second = second.clone();
             async move {
                 let channel = second.connect().await.ok()?;
-                CommandServiceClient::new(channel)
+                CommandClient::new(channel)
                     .create_order(create_request("ord-2"))
                     .await
                     .ok()
@@ -174,11 +169,11 @@ async fn a_request_without_a_deadline_is_cut_at_the_server_timeout() {
         &dir,
         &["--request-timeout-ms", "300", "--max-wait-ms", "60000"],
     );
-    let mut queries = QueryServiceClient::new(query.channel().await);
+    let mut queries = QueryClient::new(query.channel().await);
     let started = std::time::Instant::now();
     let status = queries
         .get_order(pb::GetOrderRequest {
-            order_id: s("ord-1"),
+            order_id: "ord-1".to_owned(),
             min_position: 1_000_000,
         })
         .await

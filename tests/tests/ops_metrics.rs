@@ -2,19 +2,17 @@
 //! from each service's own port, its counters and gauges moving with traffic,
 //! and one log span per RPC in the JSON log.
 
-mod ops_support;
-
 use std::time::Duration;
 
-use e2e::{command_args, pb, query_args, read_log, Service};
-use shared::proto::command_service_client::CommandServiceClient;
-use shared::proto::query_service_client::QueryServiceClient;
+use e2e::commands::create_request;
+use e2e::metrics::*;
+use e2e::{
+    command_args, eventually, pb, query_args, read_log, CommandClient, QueryClient, Service,
+};
 use tempfile::TempDir;
 
-use ops_support::*;
-
 fn with_metrics(mut args: Vec<String>) -> Vec<String> {
-    args.extend([s("--metrics-listen"), s("127.0.0.1:0")]);
+    args.extend(["--metrics-listen".to_owned(), "127.0.0.1:0".to_owned()]);
     args
 }
 
@@ -49,7 +47,7 @@ async fn command_service_metrics_move_with_traffic() {
         None
     );
 
-    let mut client = CommandServiceClient::new(command.channel().await);
+    let mut client = CommandClient::new(command.channel().await);
     for i in 0..3 {
         client
             .create_order(create_request(&format!("ord-{i}")))
@@ -134,7 +132,7 @@ async fn query_service_metrics_follow_the_projection() {
     );
     let addr = metrics_addr(&query).await;
 
-    let mut commands = CommandServiceClient::new(command.channel().await);
+    let mut commands = CommandClient::new(command.channel().await);
     let mut last = 0;
     for i in 0..5 {
         last = commands
@@ -144,16 +142,16 @@ async fn query_service_metrics_follow_the_projection() {
             .into_inner()
             .position;
     }
-    let mut queries = QueryServiceClient::new(query.channel().await);
+    let mut queries = QueryClient::new(query.channel().await);
     let mut request = tonic::Request::new(pb::GetOrderRequest {
-        order_id: s("ord-4"),
+        order_id: "ord-4".to_owned(),
         min_position: last,
     });
     request.set_timeout(Duration::from_secs(20));
     queries.get_order(request).await.expect("read your write");
     let missing = queries
         .get_order(pb::GetOrderRequest {
-            order_id: s("nope"),
+            order_id: "nope".to_owned(),
             min_position: 0,
         })
         .await;
@@ -210,13 +208,13 @@ async fn each_rpc_is_one_span_in_the_json_log() {
     let dir = TempDir::new().unwrap();
     let mut args = command_args(dir.path(), "127.0.0.1:0");
     args.extend([
-        s("--log-format"),
-        s("json"),
-        s("--log-level"),
-        s("info,shared::server::observe=debug"),
+        "--log-format".to_owned(),
+        "json".to_owned(),
+        "--log-level".to_owned(),
+        "info,shared::server::observe=debug".to_owned(),
     ]);
     let command = Service::spawn("command-service", &args, &[]);
-    let mut client = CommandServiceClient::new(command.channel().await);
+    let mut client = CommandClient::new(command.channel().await);
     client
         .create_order(create_request("ord-span"))
         .await

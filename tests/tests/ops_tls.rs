@@ -3,17 +3,13 @@
 //! TLS with a CA file, and clients that do not speak TLS or do not trust the
 //! certificate refused.
 
-mod ops_support;
-
 use std::time::Duration;
 
-use e2e::{command_args, pb, query_args, Service};
-use shared::proto::command_service_client::CommandServiceClient;
-use shared::proto::query_service_client::QueryServiceClient;
+use e2e::commands::create_request;
+use e2e::tls::*;
+use e2e::{command_args, path_arg, pb, query_args, CommandClient, QueryClient, Service};
 use tempfile::TempDir;
 use tonic::transport::Channel;
-
-use ops_support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn commands_and_queries_round_trip_over_tls() {
@@ -30,19 +26,19 @@ async fn commands_and_queries_round_trip_over_tls() {
         &format!("https://{}", command.addr),
     );
     args.extend(pki.server_args());
-    args.extend([s("--command-ca-file"), path(&pki.ca)]);
+    args.extend(["--command-ca-file".to_owned(), path_arg(&pki.ca)]);
     let query = Service::spawn("query-service", &args, &[]);
 
-    let mut commands = CommandServiceClient::new(pki.channel(&command).await.expect("TLS connect"));
+    let mut commands = CommandClient::new(pki.channel(&command).await.expect("TLS connect"));
     let ack = commands
         .create_order(create_request("ord-tls"))
         .await
         .expect("CreateOrder over TLS")
         .into_inner();
 
-    let mut queries = QueryServiceClient::new(pki.channel(&query).await.expect("TLS connect"));
+    let mut queries = QueryClient::new(pki.channel(&query).await.expect("TLS connect"));
     let mut request = tonic::Request::new(pb::GetOrderRequest {
-        order_id: s("ord-tls"),
+        order_id: "ord-tls".to_owned(),
         min_position: ack.position,
     });
     request.set_timeout(Duration::from_secs(20));
@@ -64,7 +60,7 @@ async fn commands_and_queries_round_trip_over_tls() {
 
 /// The first RPC over `channel`: the error a client sees if any.
 async fn first_call(channel: Channel) -> Result<(), tonic::Status> {
-    CommandServiceClient::new(channel)
+    CommandClient::new(channel)
         .create_order(create_request("ord-refused"))
         .await
         .map(drop)
@@ -113,7 +109,7 @@ async fn plaintext_and_untrusting_clients_are_refused() {
     }
 
     // Nothing was written by the refused attempts, and the right client works.
-    let mut commands = CommandServiceClient::new(pki.channel(&command).await.unwrap());
+    let mut commands = CommandClient::new(pki.channel(&command).await.unwrap());
     let ack = commands
         .create_order(create_request("ord-ok"))
         .await
@@ -128,10 +124,10 @@ async fn tls_misconfiguration_ends_the_start_with_one_clear_line() {
     let dir = TempDir::new().unwrap();
     let mut args = command_args(dir.path(), "127.0.0.1:0");
     args.extend([
-        s("--tls-cert"),
-        path(&pki.cert),
-        s("--tls-key"),
-        path(&dir.path().join("missing.key")),
+        "--tls-cert".to_owned(),
+        path_arg(&pki.cert),
+        "--tls-key".to_owned(),
+        path_arg(&dir.path().join("missing.key")),
     ]);
     let (logs, status) = match Service::try_spawn("command-service", &args, &[]) {
         Ok(_) => panic!("command-service started without its TLS key"),

@@ -2,26 +2,21 @@
 //! after each command (read-your-writes through `min_position`), `WatchOrder`,
 //! the deadline of `min_position`, malformed queries, and the projection status.
 
-#[path = "support/reflection.rs"]
-mod reflection;
-
 use std::time::{Duration, Instant};
 
-use e2e::model::{eventually, projection_status};
+use e2e::commands::{add, cancel, create, ok, place, remove, send, ship, with};
+use e2e::queries::projection_status;
+use e2e::reflection;
 use e2e::{
-    command_client, item, pb, query_args, query_client, start_command_service, start_query_service,
-    Service,
+    command_client, eventually, item, pb, query_args, query_client, start_command_service,
+    start_query_service, ClosedPort, QueryClient, Service,
 };
 use futures::StreamExt;
 use pb::OrderStatus as S;
 use tempfile::TempDir;
 use tonic::Code;
 
-async fn get(
-    q: &mut pb::query_service_client::QueryServiceClient<tonic::transport::Channel>,
-    order_id: &str,
-    min_position: u64,
-) -> pb::OrderView {
+async fn get(q: &mut QueryClient, order_id: &str, min_position: u64) -> pb::OrderView {
     q.get_order(pb::GetOrderRequest {
         order_id: order_id.to_owned(),
         min_position,
@@ -41,17 +36,12 @@ async fn every_command_is_visible_to_a_query_with_its_position() {
     let mut c = command_client(&cmd).await;
     let mut q = query_client(&qs).await;
 
-    let created = c
-        .create_order(pb::CreateOrderRequest {
-            order_id: "o-1".into(),
-            customer_id: "alice".into(),
-            items: vec![item("apple", 2, 150)],
-            currency: "EUR".into(),
-            command_id: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let created = pb::CreateOrderRequest {
+        customer_id: "alice".into(),
+        currency: "EUR".into(),
+        ..create("o-1", vec![item("apple", 2, 150)])
+    };
+    let created = ok(&mut c, created).await;
     let view = get(&mut q, "o-1", created.position).await;
     assert_eq!(view.status, S::Draft as i32);
     assert_eq!(
@@ -62,16 +52,7 @@ async fn every_command_is_visible_to_a_query_with_its_position() {
     assert_eq!(view.last_position, created.position);
     assert!(view.created_at.is_some() && view.placed_at.is_none());
 
-    let added = c
-        .add_item(pb::AddItemRequest {
-            order_id: "o-1".into(),
-            item: Some(item("pear", 3, 99)),
-            expected_version: Some(1),
-            command_id: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let added = ok(&mut c, with(add("o-1", item("pear", 3, 99)), Some(1), "")).await;
     let view = get(&mut q, "o-1", added.position).await;
     assert_eq!(view.lines.len(), 2);
     assert_eq!(view.lines[1].line_total_cents, 297);
@@ -80,46 +61,22 @@ async fn every_command_is_visible_to_a_query_with_its_position() {
         (597, 5, 2)
     );
 
-    let removed = c
-        .remove_item(pb::RemoveItemRequest {
-            order_id: "o-1".into(),
-            sku: "apple".into(),
-            quantity: 0,
-            expected_version: None,
-            command_id: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let removed = ok(&mut c, remove("o-1", "apple", 0)).await;
     let view = get(&mut q, "o-1", removed.position).await;
     let skus: Vec<_> = view.lines.iter().map(|l| l.sku.as_str()).collect();
     assert_eq!(skus, ["pear"]);
     assert_eq!(view.total_cents, 297);
 
-    let placed = c
-        .place_order(pb::PlaceOrderRequest {
-            order_id: "o-1".into(),
-            expected_version: None,
-            command_id: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let placed = ok(&mut c, place("o-1")).await;
     let view = get(&mut q, "o-1", placed.position).await;
     assert_eq!(view.status, S::Placed as i32);
     assert!(view.placed_at.is_some());
 
-    let shipped = c
-        .ship_order(pb::ShipOrderRequest {
-            order_id: "o-1".into(),
-            carrier: "DHL".into(),
-            tracking_number: "T-42".into(),
-            expected_version: None,
-            command_id: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let shipped = pb::ShipOrderRequest {
+        tracking_number: "T-42".into(),
+        ..ship("o-1")
+    };
+    let shipped = ok(&mut c, shipped).await;
     let view = get(&mut q, "o-1", shipped.position).await;
     assert_eq!(view.status, S::Shipped as i32);
     assert_eq!(
@@ -130,29 +87,14 @@ async fn every_command_is_visible_to_a_query_with_its_position() {
     assert_eq!(view.version, 5);
 
     // A second order, placed and then cancelled: analytics take it back out.
-    c.create_order(pb::CreateOrderRequest {
-        order_id: "o-2".into(),
+    let items = vec![item("pear", 1, 99), item("fig", 4, 10)];
+    let created_2 = pb::CreateOrderRequest {
         customer_id: "alice".into(),
-        items: vec![item("pear", 1, 99), item("fig", 4, 10)],
-        currency: String::new(),
-        command_id: String::new(),
-    })
-    .await
-    .unwrap();
-    c.place_order(pb::PlaceOrderRequest {
-        order_id: "o-2".into(),
-        expected_version: Some(1),
-        command_id: String::new(),
-    })
-    .await
-    .unwrap();
-    let placed_2 = c
-        .place_order(pb::PlaceOrderRequest {
-            order_id: "o-2".into(),
-            expected_version: None,
-            command_id: String::new(),
-        })
-        .await;
+        ..create("o-2", items)
+    };
+    ok(&mut c, created_2).await;
+    ok(&mut c, with(place("o-2"), Some(1), "")).await;
+    let placed_2 = send(&mut c, place("o-2")).await;
     assert_eq!(placed_2.unwrap_err().code(), Code::FailedPrecondition);
     let analytics = q
         .get_order_analytics(pb::GetOrderAnalyticsRequest {
@@ -176,16 +118,8 @@ async fn every_command_is_visible_to_a_query_with_its_position() {
     assert_eq!(analytics.daily.len(), 1);
     assert_eq!(analytics.daily[0].orders_placed, 2);
 
-    let cancelled = c
-        .cancel_order(pb::CancelOrderRequest {
-            order_id: "o-2".into(),
-            reason: "changed my mind".into(),
-            expected_version: Some(2),
-            command_id: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let cancel_2 = with(cancel("o-2", "changed my mind"), Some(2), "");
+    let cancelled = ok(&mut c, cancel_2).await;
     let view = get(&mut q, "o-2", cancelled.position).await;
     assert_eq!(view.status, S::Cancelled as i32);
     assert_eq!(view.cancel_reason, "changed my mind");
@@ -260,17 +194,11 @@ async fn watch_order_sees_every_change_in_order() {
     let mut c = command_client(&cmd).await;
     let mut q = query_client(&qs).await;
 
-    let created = c
-        .create_order(pb::CreateOrderRequest {
-            order_id: "w-1".into(),
-            customer_id: "bob".into(),
-            items: vec![],
-            currency: String::new(),
-            command_id: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let created = pb::CreateOrderRequest {
+        customer_id: "bob".into(),
+        ..create("w-1", vec![])
+    };
+    let created = ok(&mut c, created).await;
     get(&mut q, "w-1", created.position).await;
     let mut watch = q
         .watch_order(pb::WatchOrderRequest {
@@ -286,34 +214,18 @@ async fn watch_order_sees_every_change_in_order() {
     // several of them land in one applier batch.
     let mut positions = vec![created.position];
     for i in 0..40u32 {
-        let ack = c
-            .add_item(pb::AddItemRequest {
-                order_id: "w-1".into(),
-                item: Some(item(&format!("s{}", i % 7), 1, 10 + i64::from(i % 7))),
-                expected_version: None,
-                command_id: String::new(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
+        let line = item(&format!("s{}", i % 7), 1, 10 + i64::from(i % 7));
+        let ack = ok(&mut c, add("w-1", line)).await;
         positions.push(ack.position);
         if i % 5 == 0 {
-            c.create_order(pb::CreateOrderRequest {
+            let noise = pb::CreateOrderRequest {
                 customer_id: "noise".into(),
                 ..Default::default()
-            })
-            .await
-            .unwrap();
+            };
+            ok(&mut c, noise).await;
         }
     }
-    let placed = c
-        .place_order(pb::PlaceOrderRequest {
-            order_id: "w-1".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let placed = ok(&mut c, place("w-1")).await;
     positions.push(placed.position);
 
     let mut seen = vec![first];
@@ -586,7 +498,7 @@ async fn malformed_queries_are_refused_naming_the_field() {
         serving.status,
         tonic_health::pb::health_check_response::ServingStatus::Serving as i32
     );
-    let status = eventually(Duration::from_secs(10), "caught up", || {
+    let status = eventually("caught up", Duration::from_secs(10), || {
         let q = q.clone();
         async move {
             let s = projection_status(&q).await;
@@ -603,23 +515,7 @@ async fn reflection_lists_the_query_service_in_v1_and_v1alpha() {
     let cmd = start_command_service(&dir.path().join("command"));
     let qs = start_query_service(&dir.path().join("query"), &cmd.endpoint());
     for version in ["v1", "v1alpha"] {
-        let listed = reflection::ask(
-            qs.channel().await,
-            version,
-            reflection::ReflectionRequest {
-                list_services: Some(String::new()),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap_or_else(|s| panic!("reflection {version}: {s:?}"));
-        let names: Vec<String> = listed
-            .list_services_response
-            .expect("a service list")
-            .service
-            .into_iter()
-            .map(|s| s.name)
-            .collect();
+        let names = reflection::list_services(qs.channel().await, version).await;
         assert!(
             names.contains(&"orders.v1.QueryService".to_owned()),
             "{names:?}"
@@ -632,21 +528,10 @@ async fn reflection_lists_the_query_service_in_v1_and_v1alpha() {
             !names.contains(&"orders.v1.CommandService".to_owned()),
             "{names:?}"
         );
-        let described = reflection::ask(
-            qs.channel().await,
-            version,
-            reflection::ReflectionRequest {
-                file_containing_symbol: Some("orders.v1.QueryService".into()),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap_or_else(|s| panic!("reflection {version}: {s:?}"));
-        assert!(!described
-            .file_descriptor_response
-            .expect("a descriptor")
-            .file_descriptor_proto
-            .is_empty());
+        let files =
+            reflection::files_containing(qs.channel().await, version, "orders.v1.QueryService")
+                .await;
+        assert!(!files.is_empty());
     }
 }
 
@@ -655,7 +540,8 @@ async fn bad_configuration_ends_the_start_with_one_clear_line() {
     let dir = TempDir::new().unwrap();
     let query_dir = dir.path().join("query");
     // No command-service is needed to start: it would be reconnected to later.
-    let endpoint = format!("http://127.0.0.1:{}", e2e::model::free_port());
+    let nowhere = ClosedPort::new();
+    let endpoint = nowhere.endpoint();
     let running = start_query_service(&query_dir, &endpoint);
 
     let refused = |args: Vec<String>, expected: &str| {

@@ -7,59 +7,21 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use e2e::model::eventually;
-use e2e::{command_client, pb, query_client, start_command_service, start_query_service};
+use e2e::queries::{page, List};
+use e2e::{
+    command_client, eventually, pb, query_client, start_command_service, start_query_service,
+};
 use futures::future::join_all;
-use pb::query_service_client::QueryServiceClient;
 use tempfile::TempDir;
-use tonic::transport::Channel;
 
 const CUSTOMERS: [&str; 3] = ["pc-0", "pc-1", "pc-2"];
-
-/// One page of either list: its order ids and the token for the next.
-async fn page(
-    q: &mut QueryServiceClient<Channel>,
-    customer: Option<&str>,
-    page_size: u32,
-    token: String,
-    min_position: u64,
-) -> (Vec<pb::OrderSummary>, String) {
-    match customer {
-        None => {
-            let r = q
-                .list_recent_orders(pb::ListRecentOrdersRequest {
-                    page_size,
-                    page_token: token,
-                    status: 0,
-                    min_position,
-                })
-                .await
-                .expect("ListRecentOrders")
-                .into_inner();
-            (r.orders, r.next_page_token)
-        }
-        Some(customer_id) => {
-            let r = q
-                .list_customer_orders(pb::ListCustomerOrdersRequest {
-                    customer_id: customer_id.to_owned(),
-                    page_size,
-                    page_token: token,
-                    min_position,
-                })
-                .await
-                .expect("ListCustomerOrders")
-                .into_inner();
-            (r.orders, r.next_page_token)
-        }
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn pages_neither_repeat_nor_skip_while_orders_are_created() {
     let dir = TempDir::new().unwrap();
     let cmd = start_command_service(&dir.path().join("command"));
     let qs = start_query_service(&dir.path().join("query"), &cmd.endpoint());
-    let mut q = query_client(&qs).await;
+    let q = query_client(&qs).await;
 
     // The orders that exist when the walks begin.
     let creators = (0..6).map(|t| {
@@ -116,18 +78,19 @@ async fn pages_neither_repeat_nor_skip_while_orders_are_created() {
 
     let mut walks = Vec::new();
     for (customer, page_size) in [(None, 7u32), (Some("pc-1"), 4), (Some("pc-2"), 9)] {
+        let list = customer.map_or(List::Recent(0), List::Customer);
         let mut walked: Vec<pb::OrderSummary> = Vec::new();
         let mut token = String::new();
         let mut pages = 0;
         loop {
             // Make sure new orders really are created between any two pages.
             let before = created_meanwhile.load(Ordering::Relaxed);
-            eventually(Duration::from_secs(10), "a concurrent create", || {
+            eventually("a concurrent create", Duration::from_secs(10), || {
                 let n = created_meanwhile.load(Ordering::Relaxed);
                 async move { (n > before).then_some(()) }
             })
             .await;
-            let (orders, next) = page(&mut q, customer, page_size, token, start_position).await;
+            let (orders, next) = page(&q, list, page_size, token, start_position).await;
             assert!(orders.len() <= page_size as usize);
             pages += 1;
             walked.extend(orders);

@@ -4,9 +4,11 @@
 
 use std::time::{Duration, Instant};
 
-use e2e::model::{eventually, free_port, placement_dates, projection_status, run_workload, Model};
+use e2e::model::{placement_dates, Model};
+use e2e::queries::{get_orders, projection_status};
+use e2e::workload::run_workload;
 use e2e::{
-    command_args, command_client, pb, query_args, query_client, read_log, start_command_service,
+    command_client, eventually, pb, query_args, query_client, read_log, start_command_service,
     start_query_service, Service,
 };
 use tempfile::TempDir;
@@ -78,21 +80,24 @@ async fn kill_9_mid_catch_up_then_restart_still_equals_the_model() {
 async fn command_service_restarting_is_reconnected_and_caught_up() {
     let dir = TempDir::new().unwrap();
     let command_dir = dir.path().join("command");
-    let listen = format!("127.0.0.1:{}", free_port());
-    let mut cmd = Service::spawn("command-service", &command_args(&command_dir, &listen), &[]);
+    let mut cmd = start_command_service(&command_dir);
     let endpoint = cmd.endpoint();
     let qs = start_query_service(&dir.path().join("query"), &endpoint);
     let q = query_client(&qs).await;
 
     let first = run_workload(cmd.channel().await, "before", 40, 8, 1).await;
-    eventually(Duration::from_secs(10), "connected", || {
+    // Killed only once the replica has everything: what it applied is then known.
+    eventually("connected and caught up", Duration::from_secs(10), || {
         let q = q.clone();
-        async move { projection_status(&q).await.connected.then_some(()) }
+        async move {
+            let s = projection_status(&q).await;
+            (s.connected && s.applied_position == first.max_position).then_some(())
+        }
     })
     .await;
 
     cmd.kill();
-    let status = eventually(Duration::from_secs(20), "connected = false", || {
+    let status = eventually("connected = false", Duration::from_secs(20), || {
         let q = q.clone();
         async move {
             let s = projection_status(&q).await;
@@ -103,8 +108,7 @@ async fn command_service_restarting_is_reconnected_and_caught_up() {
     assert_eq!(status.applied_position, first.max_position);
     // Queries keep being answered from what was applied; beyond it they fail in time.
     let some_order = first.orders.keys().next().unwrap().clone();
-    let view =
-        e2e::model::get_orders(&q, std::slice::from_ref(&some_order), first.max_position).await;
+    let view = get_orders(&q, std::slice::from_ref(&some_order), first.max_position).await;
     first.orders[&some_order].assert_view(&view[0]);
     let mut request = tonic::Request::new(pb::GetOrderRequest {
         order_id: some_order,
@@ -118,9 +122,9 @@ async fn command_service_restarting_is_reconnected_and_caught_up() {
     );
     assert!(err.message().contains("not connected"), "{}", err.message());
 
-    let cmd = Service::spawn("command-service", &command_args(&command_dir, &listen), &[]);
+    cmd.restart();
     assert_eq!(cmd.endpoint(), endpoint, "back on the same address");
-    eventually(Duration::from_secs(20), "connected again", || {
+    eventually("connected again", Duration::from_secs(20), || {
         let q = q.clone();
         async move { projection_status(&q).await.connected.then_some(()) }
     })
@@ -139,7 +143,7 @@ async fn command_service_restarting_is_reconnected_and_caught_up() {
     );
     let dates = placement_dates(&read_log(&mut command_client(&cmd).await, 0).await);
     model.assert_query_side(&q, &dates).await;
-    let status = eventually(Duration::from_secs(10), "lag 0", || {
+    let status = eventually("lag 0", Duration::from_secs(10), || {
         let q = q.clone();
         async move {
             let s = projection_status(&q).await;

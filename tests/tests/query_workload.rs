@@ -4,7 +4,9 @@
 
 use std::time::{Duration, Instant};
 
-use e2e::model::{placement_dates, run_workload};
+use e2e::model::placement_dates;
+use e2e::queries::projection_status;
+use e2e::workload::run_workload;
 use e2e::{
     command_client, query_args, query_client, read_log, start_command_service, start_query_service,
     Service,
@@ -94,7 +96,7 @@ async fn a_rebuild_reproduces_the_incrementally_built_read_models() {
     let rebuilt = Service::spawn("query-service", &args, &[]);
     let q = query_client(&rebuilt).await;
     // Queries are answered (from the old trees) while the rebuild runs.
-    let status = e2e::model::projection_status(&q).await;
+    let status = projection_status(&q).await;
     assert!(
         status.applied_position >= model.max_position,
         "old trees served meanwhile"

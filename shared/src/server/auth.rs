@@ -1,8 +1,10 @@
 //! Bearer-token authentication as a tower layer in front of the gRPC routes.
 //!
-//! Each [`Rule`] guards the RPCs whose path starts with its prefix; the first
-//! matching rule wins, and a path no rule matches (health, reflection) is open.
-//! Tokens are compared in constant time and never logged or echoed.
+//! An [`AuthPolicy`] is closed as soon as any token is set (SPEC guarantee
+//! 10): every API path then needs a token, and only the health and reflection
+//! services stay open. Each [`Rule`] guards the paths starting with its prefix
+//! (the first matching rule wins); a rule with no token of its own takes the
+//! API's. Tokens are compared in constant time and never logged or echoed.
 
 use std::fmt;
 use std::path::Path;
@@ -13,6 +15,9 @@ use futures::future::{self, Either, Ready};
 use subtle::ConstantTimeEq;
 use tonic::body::Body;
 use tower::{Layer, Service};
+
+/// Paths outside every rule: probes and `grpcurl list` need no token.
+const ALWAYS_OPEN: &[&str] = &["/grpc.health.v1.Health/", "/grpc.reflection."];
 
 /// A token whose value never reaches a log line or a `Debug` print.
 #[derive(Clone, PartialEq, Eq)]
@@ -78,7 +83,75 @@ pub fn resolve(
 #[derive(Debug, Clone)]
 pub struct Rule {
     pub path_prefix: &'static str,
+    /// What the RPCs under the prefix are, for the start-up log, e.g. `SubscribeEvents`.
+    pub role: &'static str,
+    /// The flag that sets the token (without `--`), for messages.
+    pub flag: &'static str,
     pub token: Option<Secret>,
+}
+
+/// Which token each path needs: service rules first, then the API rule for
+/// every other path but health and reflection.
+#[derive(Debug, Clone)]
+pub struct AuthPolicy {
+    rules: Arc<[Rule]>,
+    summary: String,
+}
+
+impl AuthPolicy {
+    /// `api` guards every path no rule of `rules` claims. A rule without a
+    /// token of its own takes `api`'s; a rule with a token while `api` has
+    /// none would leave the API open beside a closed path, and is refused.
+    pub fn new(api: Rule, rules: Vec<Rule>) -> Result<Self, String> {
+        if api.token.is_none() {
+            if let Some(closed) = rules.iter().find(|r| r.token.is_some()) {
+                return Err(format!(
+                    "--{} is set but --{} is not: the {} RPCs would stay open; set --{} too",
+                    closed.flag, api.flag, api.role, api.flag
+                ));
+            }
+        }
+        let summary = if api.token.is_none() {
+            "auth: off, every RPC is open".to_owned()
+        } else {
+            let mut needs = vec![format!("{} need --{}", api.role, api.flag)];
+            for rule in &rules {
+                needs.push(match rule.token {
+                    Some(_) => format!("{} needs --{}", rule.role, rule.flag),
+                    None => format!(
+                        "{} needs --{} (no --{} is set)",
+                        rule.role, api.flag, rule.flag
+                    ),
+                });
+            }
+            format!(
+                "auth: on: {}; health and reflection are open",
+                needs.join(", ")
+            )
+        };
+        let mut rules: Vec<Rule> = rules
+            .into_iter()
+            .map(|rule| Rule {
+                token: rule.token.or_else(|| api.token.clone()),
+                ..rule
+            })
+            .collect();
+        rules.push(api);
+        Ok(AuthPolicy {
+            rules: rules.into(),
+            summary,
+        })
+    }
+
+    /// Whether any token is set.
+    pub fn is_on(&self) -> bool {
+        self.rules.iter().any(|r| r.token.is_some())
+    }
+
+    /// One line saying which roles need which token, or that every RPC is open.
+    pub fn summary(&self) -> &str {
+        &self.summary
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -87,9 +160,9 @@ pub struct AuthLayer {
 }
 
 impl AuthLayer {
-    pub fn new(rules: Vec<Rule>) -> Self {
+    pub fn new(policy: &AuthPolicy) -> Self {
         AuthLayer {
-            rules: rules.into(),
+            rules: Arc::clone(&policy.rules),
         }
     }
 }
@@ -114,6 +187,9 @@ pub struct Auth<S> {
 /// Why a request was refused; the text goes to the client, so it names no token.
 fn check(rules: &[Rule], request: &http::Request<Body>) -> Result<(), &'static str> {
     let path = request.uri().path();
+    if ALWAYS_OPEN.iter().any(|open| path.starts_with(open)) {
+        return Ok(());
+    }
     let Some(rule) = rules.iter().find(|r| path.starts_with(r.path_prefix)) else {
         return Ok(());
     };
@@ -179,30 +255,57 @@ mod tests {
         builder.body(Body::empty()).unwrap()
     }
 
-    fn rules() -> Vec<Rule> {
-        vec![
-            Rule {
-                path_prefix: "/svc/Stream",
-                token: None,
-            },
-            Rule {
-                path_prefix: "/svc/",
-                token: Some("s3cret".parse().unwrap()),
-            },
-        ]
+    fn rule(path_prefix: &'static str, token: Option<&str>) -> Rule {
+        Rule {
+            path_prefix,
+            role: path_prefix,
+            flag: "some-token",
+            token: token.map(|t| t.parse().unwrap()),
+        }
+    }
+
+    fn rules(api: Option<&str>, stream: Option<&str>) -> Result<AuthPolicy, String> {
+        AuthPolicy::new(rule("/", api), vec![rule("/svc/Stream", stream)])
     }
 
     #[test]
-    fn the_first_matching_rule_decides_and_unmatched_paths_are_open() {
-        let rules = rules();
-        assert!(check(&rules, &request("/svc/Stream", None)).is_ok());
-        assert!(check(&rules, &request("/grpc.health.v1.Health/Check", None)).is_ok());
-        assert!(check(&rules, &request("/svc/Do", None)).is_err());
-        assert!(check(&rules, &request("/svc/Do", Some("Bearer wrong"))).is_err());
-        assert!(check(&rules, &request("/svc/Do", Some("s3cret"))).is_err());
-        assert!(check(&rules, &request("/svc/Do", Some("Bearer s3cret"))).is_ok());
-        assert!(check(&rules, &request("/svc/Do", Some("bearer s3cret"))).is_ok());
-        assert!(check(&rules, &request("/svc/Do", Some("Bearer s3cretX"))).is_err());
+    fn the_first_matching_rule_decides_and_health_and_reflection_stay_open() {
+        let policy = rules(Some("s3cret"), Some("str3am")).unwrap();
+        let rules = &policy.rules;
+        assert!(check(rules, &request("/svc/Stream", Some("Bearer str3am"))).is_ok());
+        assert!(check(rules, &request("/svc/Stream", Some("Bearer s3cret"))).is_err());
+        assert!(check(rules, &request("/grpc.health.v1.Health/Check", None)).is_ok());
+        let reflection = "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo";
+        assert!(check(rules, &request(reflection, None)).is_ok());
+        assert!(check(rules, &request("/svc/Do", None)).is_err());
+        assert!(check(rules, &request("/svc/Do", Some("Bearer wrong"))).is_err());
+        assert!(check(rules, &request("/svc/Do", Some("s3cret"))).is_err());
+        assert!(check(rules, &request("/svc/Do", Some("Bearer s3cret"))).is_ok());
+        assert!(check(rules, &request("/svc/Do", Some("bearer s3cret"))).is_ok());
+        assert!(check(rules, &request("/svc/Do", Some("Bearer s3cretX"))).is_err());
+        assert!(check(rules, &request("/made.Up/Thing", None)).is_err());
+    }
+
+    #[test]
+    fn one_token_closes_every_api_path() {
+        let policy = rules(Some("s3cret"), None).unwrap();
+        assert!(policy.is_on());
+        assert!(check(&policy.rules, &request("/svc/Stream", None)).is_err());
+        assert!(check(
+            &policy.rules,
+            &request("/svc/Stream", Some("Bearer s3cret"))
+        )
+        .is_ok());
+        assert!(policy.summary().contains("no --some-token is set"));
+    }
+
+    #[test]
+    fn no_token_leaves_everything_open_and_a_lone_rule_token_is_refused() {
+        let open = rules(None, None).unwrap();
+        assert!(!open.is_on() && open.summary().contains("every RPC is open"));
+        assert!(check(&open.rules, &request("/svc/Do", None)).is_ok());
+        let error = rules(None, Some("str3am")).unwrap_err();
+        assert!(error.contains("--some-token is set"), "{error}");
     }
 
     #[test]

@@ -1,11 +1,19 @@
-//! gRPC server plumbing both services use: bearer-token auth, connection
-//! limits, per-RPC spans and metrics, TLS configuration, server reflection, the bounded
-//! shutdown drain and the Prometheus endpoint.
+//! gRPC server plumbing both services use: the common flags and their
+//! validated settings, the `serve` skeleton, bearer-token auth, connection
+//! limits, per-RPC spans and metrics, TLS configuration, server reflection, the
+//! bounded shutdown drain and the Prometheus endpoint.
 
 pub mod auth;
 pub mod connections;
+pub mod flags;
 pub mod metrics;
 pub mod observe;
 pub mod reflection;
+pub mod serve;
+pub mod settings;
 pub mod shutdown;
 pub mod tls;
+
+pub use flags::{ServerEnv, ServerFlags};
+pub use serve::{serve, Api, ServeError};
+pub use settings::ServerSettings;

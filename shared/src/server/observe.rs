@@ -1,6 +1,10 @@
 //! One tracing span and the RPC metrics per request, as a tower layer in front of
 //! the gRPC routes: a counter by method and outcome and a latency histogram for
 //! unary RPCs of the service's own API, and a gauge of live server streams.
+//!
+//! Only the methods the service has are label values; any other path under the
+//! service's prefix counts as `unknown`, so made-up method names cannot grow
+//! the metrics without bound.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -13,11 +17,12 @@ use tonic::body::Body;
 use tower::{Layer, Service};
 use tracing::Instrument;
 
-/// The metric names and the RPCs one service reports on.
-#[derive(Debug)]
+/// The label value of every call to a method the service does not have.
+pub const UNKNOWN_METHOD: &str = "unknown";
+
+/// The metric names one service reports under.
+#[derive(Debug, Clone)]
 pub struct RpcMetrics {
-    /// Path prefix of the service's own API, e.g. `/orders.v1.CommandService/`.
-    pub path_prefix: &'static str,
     /// Counter by `label` (the method) and `outcome` (the gRPC code).
     pub total: &'static str,
     /// Histogram of handler latency in seconds, by `label`.
@@ -28,15 +33,42 @@ pub struct RpcMetrics {
     pub streams: &'static [(&'static str, &'static str)],
 }
 
+/// What the layer needs per request: the service's path prefix and methods.
+#[derive(Debug)]
+struct Spec {
+    /// e.g. `/orders.v1.CommandService/`.
+    path_prefix: String,
+    /// The method names that exist, sorted: the only label values besides `unknown`.
+    methods: Vec<String>,
+    metrics: RpcMetrics,
+}
+
+impl Spec {
+    /// The label value of `method`: itself when the service has it.
+    fn label(&self, method: &str) -> &str {
+        match self.methods.binary_search_by(|m| m.as_str().cmp(method)) {
+            Ok(i) => &self.methods[i],
+            Err(_) => UNKNOWN_METHOD,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct ObserveLayer {
-    spec: Arc<RpcMetrics>,
+    spec: Arc<Spec>,
 }
 
 impl ObserveLayer {
-    pub fn new(spec: RpcMetrics) -> Self {
+    /// Observes the calls to `service` (e.g. `orders.v1.CommandService`), whose
+    /// methods are `methods`.
+    pub fn new(service: &str, mut methods: Vec<String>, metrics: RpcMetrics) -> Self {
+        methods.sort();
         ObserveLayer {
-            spec: Arc::new(spec),
+            spec: Arc::new(Spec {
+                path_prefix: format!("/{service}/"),
+                methods,
+                metrics,
+            }),
         }
     }
 }
@@ -55,7 +87,7 @@ impl<S> Layer<S> for ObserveLayer {
 #[derive(Debug, Clone)]
 pub struct Observe<S> {
     inner: S,
-    spec: Arc<RpcMetrics>,
+    spec: Arc<Spec>,
 }
 
 /// The gRPC code of a response whose status is in its headers (errors and
@@ -127,10 +159,12 @@ where
                     elapsed_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
                     "rpc answered"
                 );
-                let Some(method) = path.strip_prefix(spec.path_prefix) else {
+                let Some(method) = path.strip_prefix(spec.path_prefix.as_str()) else {
                     return Ok(response);
                 };
-                if let Some((_, gauge)) = spec.streams.iter().find(|(m, _)| *m == method) {
+                let method = spec.label(method);
+                let metrics = &spec.metrics;
+                if let Some((_, gauge)) = metrics.streams.iter().find(|(m, _)| *m == method) {
                     if code != "OK" {
                         return Ok(response);
                     }
@@ -139,9 +173,9 @@ where
                     return Ok(response.map(|body| Body::new(Tracked { body, _live: live })));
                 }
                 let method = method.to_owned();
-                metrics::counter!(spec.total, spec.label => method.clone(), "outcome" => code)
+                metrics::counter!(metrics.total, metrics.label => method.clone(), "outcome" => code)
                     .increment(1);
-                metrics::histogram!(spec.duration, spec.label => method)
+                metrics::histogram!(metrics.duration, metrics.label => method)
                     .record(elapsed.as_secs_f64());
                 Ok(response)
             }
@@ -189,5 +223,29 @@ impl http_body::Body for Tracked {
 
     fn size_hint(&self) -> http_body::SizeHint {
         self.body.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_existing_methods_are_label_values() {
+        let layer = ObserveLayer::new(
+            "pkg.Svc",
+            vec!["Watch".to_owned(), "Get".to_owned()],
+            RpcMetrics {
+                total: "t",
+                duration: "d",
+                label: "l",
+                streams: &[],
+            },
+        );
+        assert_eq!(layer.spec.path_prefix, "/pkg.Svc/");
+        assert_eq!(layer.spec.label("Get"), "Get");
+        assert_eq!(layer.spec.label("Watch"), "Watch");
+        assert_eq!(layer.spec.label("Made-Up-1"), UNKNOWN_METHOD);
+        assert_eq!(layer.spec.label(""), UNKNOWN_METHOD);
     }
 }

@@ -132,3 +132,38 @@ pub async fn ask(
         .await?
         .ok_or_else(|| Status::internal("the reflection stream ended without an answer"))
 }
+
+/// The names of the services `channel` lists over reflection `version`.
+pub async fn list_services(channel: Channel, version: &str) -> Vec<String> {
+    let request = ReflectionRequest {
+        list_services: Some(String::new()),
+        ..Default::default()
+    };
+    let listed = ask(channel, version, request)
+        .await
+        .unwrap_or_else(|s| panic!("reflection {version}: {s:?}"));
+    listed
+        .list_services_response
+        .clone()
+        .unwrap_or_else(|| panic!("reflection {version}: no service list: {listed:?}"))
+        .service
+        .into_iter()
+        .map(|s| s.name)
+        .collect()
+}
+
+/// The encoded file descriptors that define `symbol`, over reflection `version`.
+pub async fn files_containing(channel: Channel, version: &str, symbol: &str) -> Vec<Vec<u8>> {
+    let request = ReflectionRequest {
+        file_containing_symbol: Some(symbol.to_owned()),
+        ..Default::default()
+    };
+    let described = ask(channel, version, request)
+        .await
+        .unwrap_or_else(|s| panic!("reflection {version}: {s:?}"));
+    described
+        .file_descriptor_response
+        .clone()
+        .unwrap_or_else(|| panic!("reflection {version}: no descriptor: {described:?}"))
+        .file_descriptor_proto
+}

@@ -1,23 +1,11 @@
-//! What the command-service test files share on top of the `e2e` harness:
-//! request builders, one `send` for every command RPC, and assertions on gRPC
-//! status codes and on the event log.
+//! The commands of command-service as one model: `Cmd` (any command request),
+//! `Ack` (the command result), one `send` for every command RPC, request
+//! builders, and assertions on refusals.
 
-// Each test binary compiles this module and uses a different part of it.
-#![allow(dead_code)]
-
-pub mod reflection;
-
-use std::collections::HashSet;
-use std::future::Future;
-use std::process::{Command, ExitStatus};
-use std::time::Duration;
-
-use e2e::{pb, read_log, Service};
-use shared::proto::command_service_client::CommandServiceClient;
-use tonic::transport::Channel;
 use tonic::{Code, Status};
 
-pub type Client = CommandServiceClient<Channel>;
+use crate::clients::CommandClient;
+use crate::pb;
 
 /// The three fields every command response carries ("the command result").
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -53,11 +41,6 @@ ack_from!(
     CancelOrderResponse
 );
 
-/// The command result an event in the log stands for.
-pub fn ack_of(e: &pb::EventEnvelope) -> Ack {
-    ack(&e.order_id, e.version, e.position)
-}
-
 /// Any command request, so tests can keep tables of them.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Cmd {
@@ -88,7 +71,7 @@ cmd_from!(
 );
 
 /// Sends one command and returns its result or its status.
-pub async fn send(client: &mut Client, cmd: impl Into<Cmd>) -> Result<Ack, Status> {
+pub async fn send(client: &mut CommandClient, cmd: impl Into<Cmd>) -> Result<Ack, Status> {
     match cmd.into() {
         Cmd::Create(r) => client.create_order(r).await.map(|r| r.into_inner().into()),
         Cmd::Add(r) => client.add_item(r).await.map(|r| r.into_inner().into()),
@@ -100,7 +83,7 @@ pub async fn send(client: &mut Client, cmd: impl Into<Cmd>) -> Result<Ack, Statu
 }
 
 /// Sends a command that must succeed.
-pub async fn ok(client: &mut Client, cmd: impl Into<Cmd>) -> Ack {
+pub async fn ok(client: &mut CommandClient, cmd: impl Into<Cmd>) -> Ack {
     let cmd = cmd.into();
     let what = describe(&cmd);
     send(client, cmd)
@@ -120,6 +103,15 @@ pub fn describe(cmd: &Cmd) -> String {
 
 // ---- request builders (override fields with `..builder()`) ----
 
+/// A line item.
+pub fn item(sku: &str, quantity: u32, unit_price_cents: i64) -> pb::LineItem {
+    pb::LineItem {
+        sku: sku.to_owned(),
+        quantity,
+        unit_price_cents,
+    }
+}
+
 pub fn create(order_id: &str, items: Vec<pb::LineItem>) -> pb::CreateOrderRequest {
     pb::CreateOrderRequest {
         order_id: order_id.to_owned(),
@@ -127,6 +119,15 @@ pub fn create(order_id: &str, items: Vec<pb::LineItem>) -> pb::CreateOrderReques
         items,
         currency: String::new(),
         command_id: String::new(),
+    }
+}
+
+/// A valid create with one line, in EUR, for customer `cust-ops`.
+pub fn create_request(order_id: &str) -> pb::CreateOrderRequest {
+    pb::CreateOrderRequest {
+        customer_id: "cust-ops".to_owned(),
+        currency: "EUR".to_owned(),
+        ..create(order_id, vec![item("sku-1", 2, 150)])
     }
 }
 
@@ -191,7 +192,7 @@ pub fn with(cmd: impl Into<Cmd>, expected_version: Option<u64>, command_id: &str
     cmd
 }
 
-// ---- assertions ----
+// ---- refusals ----
 
 /// Asserts that `result` failed with `code` and returns the status.
 #[track_caller]
@@ -216,92 +217,4 @@ pub fn numbers_in(text: &str) -> Vec<u64> {
         .filter(|s| !s.is_empty())
         .filter_map(|s| s.parse().ok())
         .collect()
-}
-
-/// The last position of the stored log (0 when empty).
-pub async fn log_head(client: &mut Client) -> u64 {
-    read_log(client, 0).await.last().map_or(0, |e| e.position)
-}
-
-/// Asserts that nothing was appended to the log after `head`.
-pub async fn assert_log_unchanged(client: &mut Client, head: u64, case: &str) {
-    let grown = read_log(client, head).await;
-    assert!(
-        grown.is_empty(),
-        "{case}: a rejected command wrote to the log: {:?}",
-        grown.iter().map(ack_of).collect::<Vec<_>>()
-    );
-}
-
-/// Asserts that `log` holds positions 1..=len in order, with unique event ids,
-/// and every order's versions run 1, 2, 3... in log order.
-#[track_caller]
-pub fn assert_gap_free(log: &[pb::EventEnvelope]) {
-    let positions: Vec<u64> = log.iter().map(|e| e.position).collect();
-    let expected: Vec<u64> = (1..=log.len() as u64).collect();
-    assert_eq!(positions, expected, "log positions are not 1..=n in order");
-    let mut ids = HashSet::new();
-    for e in log {
-        assert!(
-            !e.event_id.is_empty(),
-            "event {} has no event_id",
-            e.position
-        );
-        assert!(
-            ids.insert(e.event_id.clone()),
-            "event_id {} repeated",
-            e.event_id
-        );
-        assert!(e.event.is_some(), "event {} has no payload", e.position);
-        assert!(
-            e.occurred_at.is_some(),
-            "event {} has no occurred_at",
-            e.position
-        );
-    }
-    let mut versions = std::collections::HashMap::<&str, u64>::new();
-    for e in log {
-        let v = versions.entry(e.order_id.as_str()).or_default();
-        *v += 1;
-        assert_eq!(
-            e.version, *v,
-            "order {} at position {}: versions are not 1, 2, 3...",
-            e.order_id, e.position
-        );
-    }
-}
-
-/// The name of an envelope's event, for readable assertions.
-pub fn kind(e: &pb::EventEnvelope) -> &'static str {
-    use pb::event_envelope::Event as E;
-    match &e.event {
-        Some(E::OrderCreated(_)) => "OrderCreated",
-        Some(E::ItemAdded(_)) => "ItemAdded",
-        Some(E::ItemRemoved(_)) => "ItemRemoved",
-        Some(E::OrderPlaced(_)) => "OrderPlaced",
-        Some(E::OrderShipped(_)) => "OrderShipped",
-        Some(E::OrderCancelled(_)) => "OrderCancelled",
-        None => "none",
-    }
-}
-
-/// Runs `future` with a deadline, failing the test with `what` when it passes.
-pub async fn within<T>(what: &str, timeout: Duration, future: impl Future<Output = T>) -> T {
-    tokio::time::timeout(timeout, future)
-        .await
-        .unwrap_or_else(|_| panic!("timed out after {timeout:?}: {what}"))
-}
-
-/// SIGTERM, waiting at most `timeout` for the exit; a process that hangs is
-/// killed and fails the test.
-pub async fn terminate_within(mut svc: Service, timeout: Duration) -> ExitStatus {
-    let pid = svc.pid().expect("running");
-    let waiting = tokio::task::spawn_blocking(move || svc.terminate());
-    match tokio::time::timeout(timeout, waiting).await {
-        Ok(status) => status.unwrap(),
-        Err(_) => {
-            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
-            panic!("the service did not exit within {timeout:?} of SIGTERM");
-        }
-    }
 }

@@ -1,59 +1,24 @@
-//! What the fault-injection suites share: iteration counts from the
-//! environment, and writers whose every command has an idempotency key and an
+//! Fault-injection writers: every command carries an idempotency key and an
 //! `expected_version`, so that after a fault a retry either returns the
-//! original result or commits now, and the model stays exact either way.
+//! original result or commits now, and the model stays exact either way; and
+//! the checks made after every fault against that model.
 
-// Each fault test binary uses a different part of this module.
-#![allow(dead_code)]
-
-use std::collections::BTreeMap;
-use std::time::Duration;
-
-use e2e::model::{placement_dates, Model, ModelOrder};
-use e2e::{item, pb, read_log};
-use pb::OrderStatus as S;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use shared::proto::command_service_client::CommandServiceClient;
-use shared::proto::query_service_client::QueryServiceClient;
+use std::time::Duration;
+
 use tokio::sync::watch;
-use tonic::transport::Channel;
+use tokio::task::JoinHandle;
 use tonic::{Code, Status};
 
-use crate::support::{ack_of, assert_gap_free, create, send, with, Ack, Cmd};
-
-/// An iteration count: `$var` if set (to run long by hand), else `default`.
-pub fn count(var: &str, default: usize) -> usize {
-    match std::env::var(var) {
-        Ok(v) => v
-            .parse()
-            .unwrap_or_else(|_| panic!("{var}={v:?} is not a count")),
-        Err(_) => default,
-    }
-}
-
-/// The seed of a test's randomness: `FAULT_SEED` if set, else from the clock.
-/// Printed, so that a failure can be replayed.
-pub fn seed(test: &str) -> u64 {
-    let seed = match std::env::var("FAULT_SEED") {
-        Ok(v) => v.parse().expect("FAULT_SEED is a number"),
-        Err(_) => std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos() as u64,
-    };
-    eprintln!("{test}: FAULT_SEED={seed}");
-    seed
-}
-
-/// Codes a command may fail with when the service dies or stops under it;
-/// anything else would be a wrong answer, not a fault.
-pub fn is_fault_code(code: Code) -> bool {
-    matches!(
-        code,
-        Code::Unavailable | Code::Cancelled | Code::Unknown | Code::Internal
-    )
-}
+use crate::clients::{connect_command, CommandClient, QueryClient};
+use crate::commands::{add, cancel, create, item, place, send, ship, with, Ack, Cmd};
+use crate::event_log::{ack_of, assert_gap_free, read_log};
+use crate::fault::is_fault_code;
+use crate::model::{placement_dates, Model, ModelOrder};
+use crate::pb;
+use crate::queries::projection_status;
+use pb::OrderStatus as S;
 
 /// What a command does to the model once it is acknowledged.
 #[derive(Debug, Clone)]
@@ -134,24 +99,21 @@ impl Writer {
                 let sku = SKUS[self.rng.random_range(0..SKUS.len())];
                 let quantity = self.rng.random_range(1..=3);
                 (
-                    crate::support::add(&id, item(sku, quantity, price(sku))).into(),
+                    add(&id, item(sku, quantity, price(sku))).into(),
                     Effect::Add(sku.to_owned(), quantity, price(sku)),
                 )
             }
-            s if s == adds + 1 => (crate::support::place(&id).into(), Effect::Place),
+            s if s == adds + 1 => (place(&id).into(), Effect::Place),
             _ if self.order_no % 3 == 2 => {
                 let reason = format!("reason {}", self.order_no);
-                (
-                    crate::support::cancel(&id, &reason).into(),
-                    Effect::Cancel(reason),
-                )
+                (cancel(&id, &reason).into(), Effect::Cancel(reason))
             }
             _ => {
                 let tracking = format!("trk-{}", self.order_no);
                 (
                     pb::ShipOrderRequest {
                         tracking_number: tracking.clone(),
-                        ..crate::support::ship(&id)
+                        ..ship(&id)
                     }
                     .into(),
                     Effect::Ship("DHL".to_owned(), tracking),
@@ -166,21 +128,12 @@ impl Writer {
     /// Records an acknowledgement and moves the model on.
     fn acknowledged(&mut self, cmd: Cmd, effect: Effect, ack: Ack) {
         self.pending = None;
-        let order = self.current.get_or_insert_with(|| ModelOrder {
-            order_id: ack.order_id.clone(),
-            customer_id: match &cmd {
-                Cmd::Create(r) => r.customer_id.clone(),
+        let order = self.current.get_or_insert_with(|| {
+            let customer_id = match &cmd {
+                Cmd::Create(r) => &r.customer_id,
                 _ => unreachable!("the first command of an order creates it"),
-            },
-            currency: "USD".to_owned(),
-            status: S::Draft,
-            lines: Vec::new(),
-            version: 0,
-            last_position: 0,
-            was_placed: false,
-            carrier: String::new(),
-            tracking_number: String::new(),
-            cancel_reason: String::new(),
+            };
+            ModelOrder::new(&ack.order_id, customer_id, "USD")
         });
         assert_eq!(
             ack.version,
@@ -195,12 +148,7 @@ impl Writer {
         let mut done = false;
         match effect {
             Effect::Create(items) => order.lines = items,
-            Effect::Add(sku, quantity, price) => {
-                match order.lines.iter_mut().find(|l| l.0 == sku) {
-                    Some(line) => line.1 += quantity,
-                    None => order.lines.push((sku, quantity, price)),
-                }
-            }
+            Effect::Add(sku, quantity, price) => order.add(&sku, quantity, price),
             Effect::Place => {
                 order.status = S::Placed;
                 order.was_placed = true;
@@ -229,15 +177,10 @@ impl Writer {
         }
     }
 
-    /// Sends commands until one fails (the service went away) or `stop` is set.
-    /// Returns the writer for the next round.
-    pub async fn run(
-        mut self,
-        mut client: CommandServiceClient<Channel>,
-        acked: watch::Sender<usize>,
-        stop: watch::Receiver<bool>,
-    ) -> Writer {
-        while !*stop.borrow() {
+    /// Sends commands until one fails (the service went away), counting
+    /// acknowledgements in `acked`. Returns the writer for the next round.
+    async fn run(mut self, mut client: CommandClient, acked: watch::Sender<usize>) -> Writer {
+        loop {
             let (cmd, effect) = self.next();
             match send(&mut client, cmd.clone()).await {
                 Ok(ack) => {
@@ -251,7 +194,6 @@ impl Writer {
                 }
             }
         }
-        self
     }
 
     fn failed(&mut self, cmd: &Cmd, status: &Status) {
@@ -266,7 +208,7 @@ impl Writer {
     }
 
     /// Retries the pending command (if any); returns its result.
-    pub async fn settle(&mut self, client: &mut CommandServiceClient<Channel>) -> Option<Ack> {
+    pub async fn settle(&mut self, client: &mut CommandClient) -> Option<Ack> {
         let (cmd, effect) = self.pending.clone()?;
         let ack = send(client, cmd.clone())
             .await
@@ -278,6 +220,62 @@ impl Writer {
     pub fn orders(&self) -> impl Iterator<Item = &ModelOrder> {
         self.finished.iter().chain(self.current.as_ref())
     }
+}
+
+/// The writers running against one service until a fault stops each of them.
+pub struct Round {
+    tasks: Vec<JoinHandle<Writer>>,
+    acked: watch::Receiver<usize>,
+}
+
+impl Round {
+    /// Starts every writer (`writers` is left empty) on its own connection to `endpoint`.
+    pub async fn start(writers: &mut Vec<Writer>, endpoint: &str) -> Round {
+        let (acked_tx, acked) = watch::channel(0usize);
+        let mut tasks = Vec::new();
+        for w in writers.drain(..) {
+            let client = connect_command(endpoint).await;
+            tasks.push(tokio::spawn(w.run(client, acked_tx.clone())));
+        }
+        Round { tasks, acked }
+    }
+
+    /// Waits until `n` commands of this round are acknowledged.
+    pub async fn acknowledged(&mut self, n: usize) {
+        tokio::time::timeout(Duration::from_secs(60), self.acked.wait_for(|a| *a >= n))
+            .await
+            .expect("writers make progress")
+            .unwrap();
+    }
+
+    /// Takes the writers back (into `writers`) once each has noticed
+    /// `fault`; returns how many commands the round had acknowledged.
+    pub async fn join(self, writers: &mut Vec<Writer>, fault: &str) -> usize {
+        for task in self.tasks {
+            writers.push(
+                tokio::time::timeout(Duration::from_secs(30), task)
+                    .await
+                    .unwrap_or_else(|_| panic!("a writer notices the {fault}"))
+                    .expect("writer task"),
+            );
+        }
+        let acks = *self.acked.borrow();
+        acks
+    }
+}
+
+/// Settles every writer's pending command by a retry with its key; returns
+/// how many of them had committed before (at a position up to `head`).
+pub async fn settle_all(writers: &mut [Writer], client: &mut CommandClient, head: u64) -> usize {
+    let mut durable = 0;
+    for w in writers {
+        if let Some(ack) = w.settle(client).await {
+            if ack.position <= head {
+                durable += 1;
+            }
+        }
+    }
+    durable
 }
 
 /// The model of everything the writers have had acknowledged.
@@ -299,7 +297,7 @@ pub fn model_of(writers: &[Writer]) -> Model {
 /// every acknowledged command returns its original result and writes nothing.
 /// Returns the log.
 pub async fn assert_command_side(
-    client: &mut CommandServiceClient<Channel>,
+    client: &mut CommandClient,
     writers: &[Writer],
     retry_from: &[usize],
 ) -> Vec<pb::EventEnvelope> {
@@ -340,41 +338,13 @@ pub async fn assert_command_side(
 }
 
 /// Asserts the replica answers exactly like the model (every order, analytics).
-pub async fn assert_replica(
-    query: &QueryServiceClient<Channel>,
-    model: &Model,
-    log: &[pb::EventEnvelope],
-) {
+pub async fn assert_replica(query: &QueryClient, model: &Model, log: &[pb::EventEnvelope]) {
     let dates = placement_dates(log);
     model.assert_query_side(query, &dates).await;
-    let status = e2e::model::projection_status(query).await;
+    let status = projection_status(query).await;
     assert!(
         status.error.is_empty(),
         "projection stopped: {}",
         status.error
     );
-}
-
-/// Counts of failure codes, for the reports.
-pub fn tally(codes: impl IntoIterator<Item = Code>) -> BTreeMap<String, usize> {
-    let mut out = BTreeMap::new();
-    for code in codes {
-        *out.entry(format!("{code:?}")).or_default() += 1;
-    }
-    out
-}
-
-/// Connects, retrying while the service is starting.
-pub async fn connect(endpoint: &str) -> CommandServiceClient<Channel> {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        match CommandServiceClient::connect(endpoint.to_owned()).await {
-            Ok(c) => return c,
-            Err(e) => assert!(
-                std::time::Instant::now() < deadline,
-                "connect to {endpoint}: {e}"
-            ),
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }

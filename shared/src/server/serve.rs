@@ -1,0 +1,160 @@
+//! The server skeleton both services run: health, reflection, the `/metrics`
+//! endpoint, the builder with its limits and keepalive, the layers (metrics and
+//! spans, over-size mapping, auth), TLS, the connection limit, and the
+//! graceful drain bounded by `--shutdown-grace-ms`. A service brings its routes
+//! and its metric names; everything else is the same for both.
+
+use std::future::Future;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tonic::service::Routes;
+use tonic_health::pb::health_server::HealthServer;
+use tonic_health::server::{HealthReporter, HealthService};
+use tonic_health::ServingStatus;
+
+use crate::server::auth::AuthLayer;
+use crate::server::observe::{ObserveLayer, RpcMetrics};
+use crate::server::settings::ServerSettings;
+use crate::server::shutdown::{drain_within, Drained};
+
+/// What one service brings to [`serve`].
+pub struct Api {
+    /// The gRPC service, e.g. `orders.v1.CommandService`: reported on health,
+    /// advertised by reflection, and observed by the RPC metrics.
+    name: &'static str,
+    /// The service's routes (more services may be added to them).
+    routes: Routes,
+    metrics: RpcMetrics,
+    health: HealthReporter,
+}
+
+impl Api {
+    pub fn new(name: &'static str, routes: Routes, metrics: RpcMetrics) -> Self {
+        Api {
+            name,
+            routes,
+            metrics,
+            health: HealthReporter::new(),
+        }
+    }
+
+    /// The health reporter `serve` answers from, for a service that reports
+    /// more than "serving until stopped" (readiness, a failed disk).
+    pub fn health(&self) -> HealthReporter {
+        self.health.clone()
+    }
+}
+
+/// Why serving failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot read the bound address: {0}")]
+    Address(std::io::Error),
+    #[error("cannot listen for metrics on {addr}: {error}")]
+    Metrics {
+        addr: std::net::SocketAddr,
+        error: std::io::Error,
+    },
+    #[error("reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    #[error("gRPC server: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// Serves `api` on `listener` until `shutdown` completes; then reports
+/// NOT_SERVING (under the service's name and `""`), sets `stop` (which the service's streams and tasks watch, and
+/// which ends the metrics endpoint), stops accepting and drains for at most the
+/// shutdown grace. `stop` is also set when serving fails.
+pub async fn serve(
+    settings: ServerSettings,
+    api: Api,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    stop: watch::Sender<bool>,
+) -> Result<Drained, ServeError> {
+    let addr = listener.local_addr().map_err(ServeError::Address)?;
+    // The first address line a service logs is its gRPC one: harnesses read it.
+    tracing::info!("listening on {addr}");
+    let served = serve_bound(settings, api, listener, shutdown, &stop).await;
+    // Also when serving failed rather than being asked to stop.
+    stop.send_replace(true);
+    served
+}
+
+async fn serve_bound(
+    settings: ServerSettings,
+    api: Api,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    stop: &watch::Sender<bool>,
+) -> Result<Drained, ServeError> {
+    if let Some((handle, addr)) = settings.metrics.clone() {
+        let metrics = TcpListener::bind(addr)
+            .await
+            .map_err(|error| ServeError::Metrics { addr, error })?;
+        let bound = metrics.local_addr().map_err(ServeError::Address)?;
+        tracing::info!("metrics listening on {bound}");
+        let mut stopping = stop.subscribe();
+        tokio::spawn(crate::server::metrics::serve(metrics, handle, async move {
+            let _ = stopping.wait_for(|s| *s).await;
+        }));
+    }
+
+    let health = api.health;
+    let health_service = HealthServer::new(HealthService::from_health_reporter(health.clone()));
+    health
+        .set_service_status(api.name, ServingStatus::Serving)
+        .await;
+    let reflection = || crate::server::reflection::builder(api.name);
+    let routes = api
+        .routes
+        .add_service(health_service)
+        .add_service(reflection().build_v1()?)
+        .add_service(reflection().build_v1alpha()?);
+
+    let incoming = crate::server::connections::limited(
+        listener,
+        settings.max_connections,
+        settings.tls.is_some(),
+    );
+    let name = api.name;
+    let signal = {
+        let stop = stop.clone();
+        async move {
+            shutdown.await;
+            tracing::info!("stopping: no new connections; finishing in-flight requests");
+            health
+                .set_service_status(name, ServingStatus::NotServing)
+                .await;
+            health
+                .set_service_status("", ServingStatus::NotServing)
+                .await;
+            // Ends the service's streams (and the metrics endpoint) so the server can drain.
+            stop.send_replace(true);
+        }
+    };
+    let mut server = tonic::transport::Server::builder()
+        .timeout(settings.request_timeout)
+        .max_concurrent_streams(settings.max_concurrent_streams)
+        .concurrency_limit_per_connection(settings.max_requests_per_connection)
+        .load_shed(true)
+        .http2_keepalive_interval(Some(settings.keepalive_interval))
+        .http2_keepalive_timeout(Some(settings.keepalive_timeout));
+    if let Some(tls) = settings.tls {
+        server = server.tls_config(tls)?;
+    }
+    let serving = server
+        .layer(ObserveLayer::new(
+            api.name,
+            crate::server::reflection::methods(api.name),
+            api.metrics,
+        ))
+        // tonic's OUT_OF_RANGE for a request over --max-message-bytes -> RESOURCE_EXHAUSTED.
+        .layer(crate::grpc_codec::OversizeLayer)
+        .layer(AuthLayer::new(&settings.auth))
+        .add_routes(routes)
+        .serve_with_incoming_shutdown(incoming, signal);
+    let drained = drain_within(serving, stop.subscribe(), settings.shutdown_grace).await?;
+    Ok(drained)
+}
