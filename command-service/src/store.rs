@@ -8,11 +8,17 @@
 //! | order | `o`, order id | bincode `Order` snapshot (rebuildable from the log) |
 //! | log block | `l`, position of the block's first event (u64 BE) | log block: format byte, then consecutive events, each an encoded `SubscribeEventsResponse` carrying its `EventEnvelope` (`shared::codec`) |
 //! | command | `c`, command id | bincode `StoredCommand` |
+//! | history | `e`, order id, `0x00`, the event's version (u64 BE) | the event's position (u64 BE) |
 //!
 //! A group commit writes its events as blocks of up to `BLOCK_BYTES`, so a
 //! subscriber's read costs one sled lookup per block, not per event, and the
-//! bytes go to the client as stored. The default tree holds the store's
-//! format version, the log's identity and the last checkpoint's position.
+//! bytes go to the client as stored. History entries index the log by order
+//! and version (`ListOrderEvents`); a group writes them in the same record as
+//! its events, so the index holds exactly the events the log holds. The
+//! default tree holds the store's format version, the log's identity, the
+//! last checkpoint's position and the position the history index is known to
+//! be complete up to (a log written by a build without the index is indexed
+//! at open, `Store::index_history`).
 //!
 //! Durability comes from the write-ahead log, not from sled: a group's writes
 //! are encoded once as a log record, appended and fdatasynced, and only then
@@ -30,7 +36,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use shared::codec::{self, position_from_key, position_key};
+use shared::codec::{self, position_from_key, position_key, CodecError};
 use shared::domain::{CommandId, Order, OrderId};
 use shared::proto as pb;
 
@@ -67,6 +73,8 @@ pub struct WriteBatch {
     /// (position of the first event, log block), ascending positions.
     pub blocks: Vec<(u64, Vec<u8>)>,
     pub commands: Vec<(CommandId, StoredCommand)>,
+    /// (history key, position): one per event, written with its block.
+    pub history: Vec<(Vec<u8>, u64)>,
 }
 
 impl WriteBatch {
@@ -76,6 +84,8 @@ impl WriteBatch {
 
     /// Adds the event at `position`, the one after the last added.
     pub fn push_event(&mut self, position: u64, event: &pb::EventEnvelope) {
+        self.history
+            .push((history_key(&event.order_id, event.version), position));
         match self.blocks.last_mut() {
             Some((_, block)) if block.len() < BLOCK_BYTES => codec::push_log_event(block, event),
             _ => {
@@ -104,12 +114,16 @@ pub struct Store {
 const ORDER: u8 = b'o';
 const LOG: u8 = b'l';
 const COMMAND: u8 = b'c';
+const HISTORY: u8 = b'e';
 
 /// Keys of the default tree.
 const FORMAT_KEY: &[u8] = b"format";
 const LOG_ID_KEY: &[u8] = b"log_id";
 /// The position sled was made durable up to by the last checkpoint.
 const CHECKPOINT_KEY: &[u8] = b"checkpoint";
+/// The position up to which every event has its history entry in sled, as of
+/// the last checkpoint. A build without the index leaves it behind the log.
+const HISTORY_INDEXED_KEY: &[u8] = b"history_indexed";
 /// The layout this code reads and writes; another is refused at open.
 pub const FORMAT: u32 = 3;
 
@@ -124,6 +138,21 @@ fn log_key(position: u64) -> [u8; 9] {
     let mut key = [LOG; 9];
     key[1..].copy_from_slice(&position_key(position));
     key
+}
+
+/// `e`, order id, `0x00`, version (u64 BE): an order's entries are
+/// contiguous and in version order (ids never hold a `0x00`).
+fn history_key(order_id: &str, version: u64) -> Vec<u8> {
+    let mut key = Vec::with_capacity(2 + order_id.len() + 8);
+    key.push(HISTORY);
+    key.extend_from_slice(order_id.as_bytes());
+    key.push(0);
+    key.extend_from_slice(&version.to_be_bytes());
+    key
+}
+
+fn u64_value(bytes: &[u8]) -> Option<u64> {
+    <[u8; 8]>::try_from(bytes).ok().map(u64::from_be_bytes)
 }
 
 fn position_of(log_key: &[u8]) -> Result<u64, StoreError> {
@@ -198,6 +227,7 @@ impl Store {
             source,
         };
         store.replay(opened.records).map_err(recover)?;
+        store.index_history().map_err(recover)?;
         store.checkpoint().map_err(recover)?;
         Ok(store)
     }
@@ -240,8 +270,45 @@ impl Store {
         Ok(self
             .db
             .get(CHECKPOINT_KEY)?
-            .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
-            .map_or(0, u64::from_be_bytes))
+            .and_then(|v| u64_value(&v))
+            .unwrap_or(0))
+    }
+
+    /// Writes the history entries of the events a build without the index
+    /// stored (all of them on a directory from before it; those after a
+    /// downgrade's checkpoints otherwise). Entries written again get the same
+    /// values. The checkpoint that follows at open makes them durable and
+    /// moves `HISTORY_INDEXED_KEY` to the head.
+    fn index_history(&self) -> Result<(), StoreError> {
+        let indexed = self
+            .db
+            .get(HISTORY_INDEXED_KEY)?
+            .and_then(|v| u64_value(&v))
+            .unwrap_or(0);
+        let head = self.head()?;
+        let mut from = indexed + 1;
+        while from <= head {
+            let events = self.read_events(from, head, 4096)?;
+            let Some(&(last, _)) = events.last() else {
+                break;
+            };
+            for (position, message) in events {
+                let event = decode_event(position, message)?;
+                self.data.insert(
+                    history_key(&event.order_id, event.version),
+                    &position.to_be_bytes(),
+                )?;
+            }
+            from = last + 1;
+        }
+        if head > indexed {
+            tracing::info!(
+                from = indexed + 1,
+                to = head,
+                "indexed the history of each order"
+            );
+        }
+        Ok(())
     }
 
     /// The log's identity, created with the store and never changed.
@@ -312,6 +379,62 @@ impl Store {
         Ok(events)
     }
 
+    /// The (version, position) of `order_id`'s events after `after_version`,
+    /// in version order, at most `limit`.
+    pub fn order_history(
+        &self,
+        order_id: &OrderId,
+        after_version: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, u64)>, StoreError> {
+        let Some(first) = after_version.checked_add(1) else {
+            return Ok(Vec::new());
+        };
+        let id = order_id.as_str();
+        let range = history_key(id, first)..=history_key(id, u64::MAX);
+        self.data
+            .range(range)
+            .take(limit)
+            .map(|entry| {
+                let (key, value) = entry?;
+                let version = u64_value(&key[key.len() - 8..]);
+                match (version, u64_value(&value)) {
+                    (Some(version), Some(position)) => Ok((version, position)),
+                    _ => Err(StoreError::HistoryEntry(key.to_vec())),
+                }
+            })
+            .collect()
+    }
+
+    /// The stored events at `positions` (ascending), each as an encoded
+    /// `SubscribeEventsResponse`; events that share a block cost one lookup.
+    pub fn events_at(&self, positions: &[u64]) -> Result<Vec<Bytes>, StoreError> {
+        let mut events = Vec::with_capacity(positions.len());
+        // The current block: its first position, its bytes and its frames.
+        let mut block: Option<(u64, Bytes, Vec<std::ops::Range<usize>>)> = None;
+        for &position in positions {
+            let in_block = |(first, _, frames): &(u64, Bytes, Vec<std::ops::Range<usize>>)| {
+                position >= *first && position - first < frames.len() as u64
+            };
+            if !block.as_ref().is_some_and(in_block) {
+                let (key, bytes) = self
+                    .data
+                    .range(log_key(0)..=log_key(position))
+                    .next_back()
+                    .ok_or(StoreError::MissingEvent(position))??;
+                let frames = codec::log_block_frames(&bytes)?;
+                block = Some((position_of(&key)?, Bytes::from_owner(bytes), frames));
+            }
+            match &block {
+                Some(found @ (first, bytes, frames)) if in_block(found) => {
+                    events.push(bytes.slice(frames[(position - first) as usize].clone()));
+                }
+                _ => return Err(StoreError::MissingEvent(position)),
+            }
+        }
+        Ok(events)
+    }
+
     /// Encodes a group's writes (events `first..=last`) as one log record.
     pub fn record(batch: &WriteBatch, first: u64, last: u64) -> Record {
         let mut record = Record::new(first, last);
@@ -323,6 +446,11 @@ impl Store {
         }
         for (first, block) in &batch.blocks {
             record.push(&log_key(*first), block);
+        }
+        // After the blocks: sled applies a record in this order, so a reader
+        // that finds an entry finds its event.
+        for (key, position) in &batch.history {
+            record.push(key, &position.to_be_bytes());
         }
         for (id, stored) in &batch.commands {
             record.push(
@@ -369,6 +497,9 @@ impl Store {
     pub fn checkpoint(&self) -> Result<(), StoreError> {
         let covered = self.written.load(Ordering::Acquire);
         self.db.insert(CHECKPOINT_KEY, &covered.to_be_bytes())?;
+        // Every event up to `covered` came with its entry or was indexed at open.
+        self.db
+            .insert(HISTORY_INDEXED_KEY, &covered.to_be_bytes())?;
         self.db.flush()?;
         self.db_file
             .sync_data()
@@ -383,6 +514,17 @@ impl Store {
     /// The last position applied to sled (durable or not).
     pub fn written(&self) -> u64 {
         self.written.load(Ordering::Acquire)
+    }
+}
+
+/// The `EventEnvelope` in a stored log frame (an encoded
+/// `SubscribeEventsResponse`) at `position`.
+pub fn decode_event(position: u64, message: Bytes) -> Result<pb::EventEnvelope, StoreError> {
+    use prost::Message;
+    let response = pb::SubscribeEventsResponse::decode(message).map_err(CodecError::Protobuf)?;
+    match response.kind {
+        Some(pb::subscribe_events_response::Kind::Event(event)) => Ok(event),
+        _ => Err(StoreError::MissingEvent(position)),
     }
 }
 
@@ -507,6 +649,70 @@ mod tests {
         );
         assert_eq!(positions(&limited)[0], 5);
         assert!(store.read_events(61, 70, 10).unwrap().is_empty());
+    }
+
+    /// Events of two orders, interleaved: odd positions are `a`'s, even `b`'s.
+    fn interleaved(position: u64) -> pb::EventEnvelope {
+        pb::EventEnvelope {
+            order_id: if position % 2 == 1 { "a" } else { "b" }.into(),
+            version: position.div_ceil(2),
+            ..event(position)
+        }
+    }
+
+    fn history_positions(store: &Store, order: &str, after: u64, limit: usize) -> Vec<u64> {
+        let id = OrderId::parse("order_id", order).unwrap();
+        let entries = store.order_history(&id, after, limit).unwrap();
+        let versions: Vec<u64> = entries.iter().map(|&(v, _)| v).collect();
+        assert_eq!(
+            versions,
+            (after.saturating_add(1)..)
+                .take(entries.len())
+                .collect::<Vec<_>>()
+        );
+        let positions: Vec<u64> = entries.iter().map(|&(_, p)| p).collect();
+        let events = store.events_at(&positions).unwrap();
+        for (message, &position) in events.into_iter().zip(&positions) {
+            let event = decode_event(position, message).unwrap();
+            assert_eq!((event.position, event.order_id.as_str()), (position, order));
+        }
+        positions
+    }
+
+    #[test]
+    fn each_orders_history_is_indexed_with_its_events_and_rebuilt_when_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        for group in [1..=1u64, 2..=40, 41..=60] {
+            let mut batch = WriteBatch::default();
+            for position in group.clone() {
+                batch.push_event(position, &interleaved(position));
+            }
+            store
+                .commit(&Store::record(&batch, *group.start(), *group.end()))
+                .unwrap();
+        }
+        let odd: Vec<u64> = (1..=60).step_by(2).collect();
+        assert_eq!(history_positions(&store, "a", 0, 100), odd);
+        assert_eq!(
+            history_positions(&store, "b", 25, 100),
+            (52..=60).step_by(2).collect::<Vec<_>>()
+        );
+        assert_eq!(history_positions(&store, "a", 3, 4), vec![7, 9, 11, 13]);
+        assert!(history_positions(&store, "a", u64::MAX, 10).is_empty());
+        assert!(history_positions(&store, "ab", 0, 10).is_empty());
+
+        // A directory written by a build without the index: indexed at open.
+        for entry in store.data.scan_prefix([HISTORY]) {
+            store.data.remove(entry.unwrap().0).unwrap();
+        }
+        store.db.remove(HISTORY_INDEXED_KEY).unwrap();
+        store.db.flush().unwrap();
+        assert!(history_positions(&store, "a", 0, 100).is_empty());
+        drop(store);
+        let store = reopen(dir.path());
+        assert_eq!(history_positions(&store, "a", 0, 100), odd);
+        assert_eq!(history_positions(&store, "b", 0, 100).len(), 30);
     }
 
     fn command_id(group: u64) -> CommandId {

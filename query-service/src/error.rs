@@ -1,9 +1,20 @@
 //! The one error taxonomy of query-service and its one mapping to `tonic::Status`.
+//!
+//! Besides the message, a status carries `google.rpc` details for clients to
+//! branch on without parsing text: `BadRequest` (the field and what is wrong
+//! with it) on INVALID_ARGUMENT, `ErrorInfo` (reason `WATCH_LAGGED`) on
+//! ABORTED.
 
 use shared::domain::ValidationError;
 use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::storage::StoreError;
+
+/// `ErrorInfo.domain` of every error this service reports.
+pub const ERROR_DOMAIN: &str = "orders.v1";
+/// `ErrorInfo.reason` of a `WatchOrder` that fell too far behind.
+pub const WATCH_LAGGED: &str = "WATCH_LAGGED";
 
 /// Why a query failed. Variants say how the caller should react.
 #[derive(Debug, thiserror::Error)]
@@ -45,12 +56,26 @@ pub enum QueryError {
 
 impl From<QueryError> for Status {
     fn from(error: QueryError) -> Self {
-        let code = match &error {
-            QueryError::Invalid(_) => Code::InvalidArgument,
-            QueryError::NotFound(_) => Code::NotFound,
-            QueryError::NotCaughtUp { .. } => Code::DeadlineExceeded,
-            QueryError::Stopped { .. } | QueryError::ShuttingDown => Code::Unavailable,
-            QueryError::WatchLagged => Code::Aborted,
+        let message = error.to_string();
+        let (code, details) = match &error {
+            QueryError::Invalid(invalid) => (
+                Code::InvalidArgument,
+                Some(ErrorDetails::with_bad_request_violation(
+                    &invalid.field,
+                    &invalid.message,
+                )),
+            ),
+            QueryError::WatchLagged => (
+                Code::Aborted,
+                Some(ErrorDetails::with_error_info(
+                    WATCH_LAGGED,
+                    ERROR_DOMAIN,
+                    std::collections::HashMap::new(),
+                )),
+            ),
+            QueryError::NotFound(_) => (Code::NotFound, None),
+            QueryError::NotCaughtUp { .. } => (Code::DeadlineExceeded, None),
+            QueryError::Stopped { .. } | QueryError::ShuttingDown => (Code::Unavailable, None),
             // Not a failure: the served generation lacks this model until a
             // rebuild switches in (store.rs).
             QueryError::Storage(StoreError::Rebuilding(model)) => {
@@ -63,7 +88,10 @@ impl From<QueryError> for Status {
                 return Status::unavailable("storage failure in query-service; retry later");
             }
         };
-        Status::new(code, error.to_string())
+        match details {
+            Some(details) => Status::with_error_details(code, message, details),
+            None => Status::new(code, message),
+        }
     }
 }
 
@@ -83,4 +111,37 @@ pub enum RunError {
     /// Bad operating configuration (tokens, TLS files, metrics address).
     #[error("{0}")]
     Config(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_malformed_request_names_its_field_in_a_bad_request_detail() {
+        let status = Status::from(QueryError::Invalid(ValidationError::new(
+            "page_token",
+            "not a token",
+        )));
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert_eq!(status.message(), "page_token: not a token");
+        let details = status.get_error_details();
+        let violations = &details.bad_request().expect("BadRequest").field_violations;
+        assert_eq!(violations.len(), 1);
+        assert_eq!(violations[0].field, "page_token");
+    }
+
+    #[test]
+    fn a_lagged_watch_says_so_in_an_error_info() {
+        let status = Status::from(QueryError::WatchLagged);
+        assert_eq!(status.code(), Code::Aborted);
+        let details = status.get_error_details();
+        assert_eq!(
+            details.error_info().expect("ErrorInfo").reason,
+            WATCH_LAGGED
+        );
+        assert!(Status::from(QueryError::NotFound("o".into()))
+            .details()
+            .is_empty());
+    }
 }

@@ -66,6 +66,12 @@ impl CommandService for LogReplayer {
     ) -> Result<Response<pb::CancelOrderResponse>, Status> {
         Err(read_only())
     }
+    async fn list_order_events(
+        &self,
+        _: Request<pb::ListOrderEventsRequest>,
+    ) -> Result<Response<pb::ListOrderEventsResponse>, Status> {
+        Err(read_only())
+    }
 
     type SubscribeEventsStream =
         Pin<Box<dyn Stream<Item = Result<pb::SubscribeEventsResponse, Status>> + Send>>;

@@ -1,7 +1,8 @@
 //! The only place that knows both proto types and domain types.
 //!
 //! Requests become domain commands through `TryFrom`, which validates every field
-//! and names the offending one; events go both ways.
+//! and names the offending one (`ListOrderEventsRequest` becomes an
+//! `OrderEventsPage`, its page token checked here too); events go both ways.
 
 use crate::domain::{
     Command, CommandId, CommandRequest, Currency, CustomerId, Event, Line, OrderId, OrderStatus,
@@ -175,6 +176,103 @@ impl TryFrom<&pb::CancelOrderRequest> for Submission {
             reason: Text::parse("reason", &req.reason)?,
         };
         submission(Some(id), req.expected_version, &req.command_id, command)
+    }
+}
+
+// ---- one order's history ----
+
+/// `ListOrderEvents` page size when the request gives none.
+pub const DEFAULT_ORDER_EVENTS_PAGE_SIZE: usize = 100;
+/// The largest `ListOrderEvents` page; a larger `page_size` is served as this.
+pub const MAX_ORDER_EVENTS_PAGE_SIZE: usize = 1000;
+
+/// A validated `ListOrderEventsRequest`: the events of `order_id` with a
+/// version greater than `after_version`, at most `page_size` of them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderEventsPage {
+    pub order_id: OrderId,
+    /// The request's `after_version`, or the page token's cursor when that
+    /// is further on.
+    pub after_version: u64,
+    pub page_size: usize,
+}
+
+/// The format byte in front of an order-history page token.
+const HISTORY_TOKEN_FORMAT: u8 = 1;
+const HISTORY_TOKEN_LEN: usize = 1 + 8 + 8;
+
+/// FNV-1a of the order id: binds a token to the order it was issued for,
+/// stable across builds and platforms.
+fn order_fingerprint(id: &OrderId) -> u64 {
+    id.as_str().bytes().fold(0xcbf2_9ce4_8422_2325, |hash, b| {
+        (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+impl OrderEventsPage {
+    /// The opaque token that continues after the event at `last_version`:
+    /// hex of `[format, last_version u64 BE, order id fingerprint u64 BE]`.
+    /// Versions never change, so the next page neither repeats nor skips an
+    /// event, however many are written meanwhile.
+    pub fn next_page_token(&self, last_version: u64) -> String {
+        let mut bytes = Vec::with_capacity(HISTORY_TOKEN_LEN);
+        bytes.push(HISTORY_TOKEN_FORMAT);
+        bytes.extend_from_slice(&last_version.to_be_bytes());
+        bytes.extend_from_slice(&order_fingerprint(&self.order_id).to_be_bytes());
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+/// The version a page token continues after, checked against the order it
+/// was issued for.
+fn history_cursor(order_id: &OrderId, token: &str) -> Result<u64, ValidationError> {
+    let invalid = || {
+        ValidationError::new(
+            "page_token",
+            "not a token issued by ListOrderEvents for this order_id",
+        )
+    };
+    if token.len() != 2 * HISTORY_TOKEN_LEN || !token.is_ascii() {
+        return Err(invalid());
+    }
+    let bytes = (0..HISTORY_TOKEN_LEN)
+        .map(|i| u8::from_str_radix(&token[2 * i..2 * i + 2], 16))
+        .collect::<Result<Vec<u8>, _>>()
+        .map_err(|_| invalid())?;
+    let word = |at: usize| {
+        u64::from_be_bytes(
+            bytes[at..at + 8]
+                .try_into()
+                .expect("the length was checked"),
+        )
+    };
+    if bytes[0] != HISTORY_TOKEN_FORMAT || word(9) != order_fingerprint(order_id) {
+        return Err(invalid());
+    }
+    Ok(word(1))
+}
+
+impl TryFrom<&pb::ListOrderEventsRequest> for OrderEventsPage {
+    type Error = ValidationError;
+
+    fn try_from(req: &pb::ListOrderEventsRequest) -> Result<Self, Self::Error> {
+        let order_id = order_id(&req.order_id)?;
+        let after_version = if req.page_token.is_empty() {
+            req.after_version
+        } else {
+            history_cursor(&order_id, &req.page_token)?.max(req.after_version)
+        };
+        let page_size = match req.page_size {
+            0 => DEFAULT_ORDER_EVENTS_PAGE_SIZE,
+            n => usize::try_from(n)
+                .unwrap_or(usize::MAX)
+                .min(MAX_ORDER_EVENTS_PAGE_SIZE),
+        };
+        Ok(OrderEventsPage {
+            order_id,
+            after_version,
+            page_size,
+        })
     }
 }
 

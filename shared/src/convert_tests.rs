@@ -641,3 +641,88 @@ fn an_envelope_this_build_cannot_read_is_refused_naming_the_field() {
         "order_placed.placed_at"
     );
 }
+
+// ---- one order's history ----
+
+fn history_request() -> pb::ListOrderEventsRequest {
+    pb::ListOrderEventsRequest {
+        order_id: "order-1".into(),
+        after_version: 0,
+        page_size: 0,
+        page_token: String::new(),
+    }
+}
+
+#[test]
+fn a_history_request_defaults_its_page_size_and_caps_it() {
+    let page = OrderEventsPage::try_from(&history_request()).unwrap();
+    assert_eq!(page.order_id.as_str(), "order-1");
+    assert_eq!(page.after_version, 0);
+    assert_eq!(page.page_size, DEFAULT_ORDER_EVENTS_PAGE_SIZE);
+    for (asked, served) in [(1, 1), (1000, 1000), (1001, 1000), (u32::MAX, 1000)] {
+        let req = pb::ListOrderEventsRequest {
+            page_size: asked,
+            ..history_request()
+        };
+        assert_eq!(OrderEventsPage::try_from(&req).unwrap().page_size, served);
+    }
+}
+
+#[test]
+fn a_history_request_with_a_bad_order_id_is_refused_naming_order_id() {
+    for (case, id) in bad_ids() {
+        let req = pb::ListOrderEventsRequest {
+            order_id: id,
+            ..history_request()
+        };
+        let error = OrderEventsPage::try_from(&req).unwrap_err();
+        assert_eq!(error.field, "order_id", "{case}");
+    }
+}
+
+#[test]
+fn a_history_page_token_continues_after_its_version() {
+    let first = OrderEventsPage::try_from(&history_request()).unwrap();
+    let req = pb::ListOrderEventsRequest {
+        page_token: first.next_page_token(42),
+        ..history_request()
+    };
+    assert_eq!(OrderEventsPage::try_from(&req).unwrap().after_version, 42);
+    // An after_version further on than the token wins.
+    let req = pb::ListOrderEventsRequest {
+        after_version: 50,
+        ..req
+    };
+    assert_eq!(OrderEventsPage::try_from(&req).unwrap().after_version, 50);
+}
+
+#[test]
+fn a_bad_history_page_token_is_refused_naming_page_token() {
+    let token = OrderEventsPage::try_from(&history_request())
+        .unwrap()
+        .next_page_token(7);
+    let other_order = OrderEventsPage::try_from(&pb::ListOrderEventsRequest {
+        order_id: "order-2".into(),
+        ..history_request()
+    })
+    .unwrap()
+    .next_page_token(7);
+    let mut wrong_format = token.clone();
+    wrong_format.replace_range(0..2, "09");
+    for bad in [
+        "zz".to_owned(),
+        token[..token.len() - 2].to_owned(),
+        format!("{token}00"),
+        token.replace(|c: char| c.is_ascii_digit(), "g"),
+        "\u{e9}".repeat(17),
+        wrong_format,
+        other_order,
+    ] {
+        let req = pb::ListOrderEventsRequest {
+            page_token: bad.clone(),
+            ..history_request()
+        };
+        let error = OrderEventsPage::try_from(&req).unwrap_err();
+        assert_eq!(error.field, "page_token", "{bad:?}");
+    }
+}

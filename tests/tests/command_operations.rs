@@ -108,7 +108,8 @@ async fn server_reflection_lists_and_describes_the_services() {
                 "PlaceOrder",
                 "ShipOrder",
                 "CancelOrder",
-                "SubscribeEvents"
+                "SubscribeEvents",
+                "ListOrderEvents"
             ],
             "reflection {version}"
         );
