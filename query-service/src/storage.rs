@@ -44,8 +44,11 @@ pub struct Reader {
 /// (`Reader::commit`): each key gets a new value, or `None` to remove it.
 #[derive(Default)]
 pub struct Writes {
-    writes: Vec<(Vec<u8>, Option<Bytes>)>,
+    writes: Vec<Write>,
 }
+
+/// A key and its new value, or `None` to remove it.
+type Write = (Vec<u8>, Option<Bytes>);
 
 /// The key, outside every read model's prefix, of the last batch's writes
 /// as one value (see `Reader::commit`).
@@ -155,7 +158,7 @@ fn apply_writes(
 }
 
 /// `[key length u32 LE][key][0 = remove | 1 = put][value length u32 LE][value]`...
-fn encode_writes(writes: &[(Vec<u8>, Option<Bytes>)]) -> Vec<u8> {
+fn encode_writes(writes: &[Write]) -> Vec<u8> {
     let size = writes
         .iter()
         .map(|(k, v)| 9 + k.len() + v.as_ref().map_or(0, |v| v.len()))
@@ -184,7 +187,7 @@ fn encode_writes(writes: &[(Vec<u8>, Option<Bytes>)]) -> Vec<u8> {
     out
 }
 
-fn decode_writes(mut bytes: &[u8]) -> Result<Vec<(Vec<u8>, Option<Bytes>)>, StoreError> {
+fn decode_writes(mut bytes: &[u8]) -> Result<Vec<Write>, StoreError> {
     fn take<'a>(bytes: &mut &'a [u8], n: usize) -> Result<&'a [u8], StoreError> {
         if bytes.len() < n {
             return Err(CodecError::Empty.into());

@@ -43,8 +43,13 @@ fn parse_trace(trace: &str, names: &[&str]) -> Vec<Call> {
     let mut calls = Vec::new();
     let mut unfinished: HashMap<String, (f64, String, String)> = HashMap::new();
     for line in trace.lines() {
-        let mut parts = line.splitn(3, ' ');
-        let (Some(pid), Some(time), Some(rest)) = (parts.next(), parts.next(), parts.next()) else {
+        // `PID TIME CALL...`; strace pads the PID to a width, so split on
+        // runs of spaces for the first two fields.
+        let line = line.trim_start();
+        let Some((pid, rest)) = line.split_once(' ') else {
+            continue;
+        };
+        let Some((time, rest)) = rest.trim_start().split_once(' ') else {
             continue;
         };
         let Ok(time) = time.parse::<f64>() else {
