@@ -91,6 +91,16 @@ impl ServerStreamingService<pb::SubscribeEventsRequest> for StoredEvents {
             .1
             .admit()
             .and_then(|slot| Ok(self.0.subscribe(&request)?.holding(slot)));
-        std::future::ready(stream.map(Response::new))
+        let log_id = tonic::metadata::MetadataValue::try_from(self.0.store.log_id());
+        std::future::ready(stream.map(|stream| {
+            let mut response = Response::new(stream);
+            // Which log this is, before any event (the replica checks it).
+            if let Ok(log_id) = log_id {
+                response
+                    .metadata_mut()
+                    .insert(shared::LOG_ID_HEADER, log_id);
+            }
+            response
+        }))
     }
 }

@@ -211,7 +211,10 @@ impl Subscription {
             }
             if !announced_caught_up {
                 announced_caught_up = true;
-                if !self.deliver(&tx, vec![heartbeat(head)]).await {
+                if !self
+                    .deliver(&tx, vec![heartbeat(head, self.store.log_id())])
+                    .await
+                {
                     return;
                 }
             }
@@ -223,7 +226,7 @@ impl Subscription {
                 }
                 () = tokio::time::sleep(self.heartbeat_interval) => {
                     let head = *self.head.borrow();
-                    if sent >= head && !self.deliver(&tx, vec![heartbeat(head)]).await {
+                    if sent >= head && !self.deliver(&tx, vec![heartbeat(head, self.store.log_id())]).await {
                         return;
                     }
                 }
@@ -249,9 +252,12 @@ async fn stopped(shutdown: &mut watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stop| *stop).await;
 }
 
-fn heartbeat(head_position: u64) -> Bytes {
+fn heartbeat(head_position: u64, log_id: &str) -> Bytes {
     pb::SubscribeEventsResponse {
-        kind: Some(Kind::Heartbeat(pb::Heartbeat { head_position })),
+        kind: Some(Kind::Heartbeat(pb::Heartbeat {
+            head_position,
+            log_id: log_id.to_owned(),
+        })),
     }
     .encode_to_vec()
     .into()

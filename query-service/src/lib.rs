@@ -85,6 +85,8 @@ pub async fn run(
         upstream: settings.upstream.clone(),
         status: Arc::clone(&status),
         shutdown: stop_rx.clone(),
+        store: Arc::clone(&store),
+        accept_new_log: settings.rebuild,
     };
     let subscriber = tokio::spawn(subscriber.run(start.position, events_tx));
     if settings.server.metrics_enabled() {

@@ -31,6 +31,8 @@ use crate::storage::{Reader, StoreError, Writes};
 
 /// Default-tree key of the `Catalog`.
 const CATALOG_KEY: &[u8] = b"read_models";
+/// Default-tree key of the command log's identity (`Store::log_id`).
+const LOG_ID_KEY: &[u8] = b"command_log_id";
 
 /// The read models a store keeps: `REGISTRY`, or another list in tests.
 type Registry = &'static [&'static Descriptor];
@@ -270,6 +272,22 @@ impl Store {
     pub async fn flush(&self) -> Result<(), StoreError> {
         self.db.flush_async().await?;
         Ok(())
+    }
+
+    /// The identity of the command log the read models were built from, once
+    /// a subscription has told it.
+    pub fn log_id(&self) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .db
+            .get(LOG_ID_KEY)?
+            .map(|id| String::from_utf8_lossy(&id).into_owned()))
+    }
+
+    /// Records the command log's identity, durably, before any of its events
+    /// are applied.
+    pub async fn set_log_id(&self, id: &str) -> Result<(), StoreError> {
+        self.db.insert(LOG_ID_KEY, id.as_bytes())?;
+        self.flush().await
     }
 }
 

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use crate::applier::Received;
 use crate::status::ProjectionStatus;
+use crate::store::Store;
 use crate::upstream::Upstream;
 use rand::Rng;
 use shared::proto as pb;
@@ -29,6 +30,11 @@ pub struct Subscriber {
     pub upstream: Upstream,
     pub status: Arc<ProjectionStatus>,
     pub shutdown: watch::Receiver<bool>,
+    /// Where the identity of the command log is recorded.
+    pub store: Arc<Store>,
+    /// `--rebuild`: the read models start over, so the log the first
+    /// subscription offers becomes theirs, whatever was recorded before.
+    pub accept_new_log: bool,
 }
 
 /// How one subscription ended.
@@ -36,6 +42,10 @@ enum Ended {
     Shutdown,
     /// The applier stopped (poison event): nothing more to deliver.
     ApplierGone,
+    /// The command side serves another history than the read models hold
+    /// (another log, or one that ends before their checkpoint): applying
+    /// stopped, and stays stopped until a restart with `--rebuild`.
+    OtherHistory,
     Lost {
         established: bool,
         reason: String,
@@ -67,6 +77,13 @@ impl Subscriber {
         loop {
             match self.subscribe_once(&mut after, &events).await {
                 Ended::Shutdown | Ended::ApplierGone => break,
+                Ended::OtherHistory => {
+                    // Queries keep being answered from what is held; the
+                    // applier waits (its channel stays open) until shutdown.
+                    self.status.set_connected(false);
+                    let _ = self.shutdown.wait_for(|stop| *stop).await;
+                    break;
+                }
                 Ended::Lost {
                     established,
                     reason,
@@ -93,10 +110,18 @@ impl Subscriber {
         tracing::debug!("subscriber stopped");
     }
 
+    /// Subscribes after `after`: the stream, and the log identity the
+    /// command side announced in its response header.
     async fn connect(
         &self,
         after: u64,
-    ) -> Result<tonic::Streaming<pb::SubscribeEventsResponse>, String> {
+    ) -> Result<
+        (
+            tonic::Streaming<pb::SubscribeEventsResponse>,
+            Option<String>,
+        ),
+        String,
+    > {
         let endpoint = self
             .upstream
             .endpoint(&self.endpoint)?
@@ -116,21 +141,72 @@ impl Subscriber {
             })?)
             .await
             .map_err(|s| format!("SubscribeEvents refused: {s}"))?;
-        Ok(response.into_inner())
+        let log_id = response
+            .metadata()
+            .get(shared::LOG_ID_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        Ok((response.into_inner(), log_id))
+    }
+
+    /// Checks that the command side serves the log the read models come
+    /// from, recording it when they have none yet (or on `--rebuild`).
+    async fn check_log(&mut self, offered: Option<&str>) -> Result<(), String> {
+        let Some(offered) = offered else {
+            return Err(format!(
+                "the command side at {} does not say which log it serves (no {} header): \
+                 refusing to apply events that may belong to another history",
+                self.endpoint,
+                shared::LOG_ID_HEADER
+            ));
+        };
+        let known = self
+            .store
+            .log_id()
+            .map_err(|e| format!("cannot read the recorded log identity: {e}"))?;
+        match known {
+            Some(known) if known == offered => Ok(()),
+            Some(known) if !self.accept_new_log => Err(format!(
+                "the command side at {} serves another event log (identity {offered}) than the \
+                 one these read models were built from ({known}): its data was replaced. \
+                 Nothing more is applied and queries answer from the old state; restart this \
+                 replica with --rebuild to build the read models from the new log",
+                self.endpoint
+            )),
+            _ => {
+                self.store
+                    .set_log_id(offered)
+                    .await
+                    .map_err(|e| format!("cannot record the log identity: {e}"))?;
+                self.accept_new_log = false;
+                tracing::info!(log_id = offered, "following the command log");
+                Ok(())
+            }
+        }
+    }
+
+    /// Applying stops for good: another history. Reported like a poison event.
+    fn stop_other_history(&self, after: u64, reason: String) -> Ended {
+        tracing::error!(applied = after, "{reason}");
+        metrics::gauge!("orders_projection_other_log").set(1.0);
+        self.status.stop(after, reason);
+        Ended::OtherHistory
     }
 
     async fn subscribe_once(&mut self, after: &mut u64, events: &mpsc::Sender<Received>) -> Ended {
         let mut shutdown = self.shutdown.clone();
-        let mut stream = tokio::select! {
+        let (mut stream, log_id) = tokio::select! {
             result = self.connect(*after) => match result {
-                Ok(stream) => stream,
+                Ok(connected) => connected,
                 Err(reason) => return Ended::Lost { established: false, reason },
             },
             _ = shutdown.wait_for(|stop| *stop) => return Ended::Shutdown,
         };
+        if let Err(reason) = self.check_log(log_id.as_deref()).await {
+            return self.stop_other_history(*after, reason);
+        }
         self.status.set_connected(true);
         tracing::info!(endpoint = %self.endpoint, after = *after, "subscribed to the event stream");
-        let mut warned_behind = false;
         loop {
             let message = tokio::select! {
                 message = tokio::time::timeout(STALL_TIMEOUT, stream.message()) => message,
@@ -168,13 +244,17 @@ impl Subscriber {
                 }
                 Some(Kind::Heartbeat(heartbeat)) => {
                     let head = heartbeat.head_position;
-                    if head < *after && !warned_behind {
-                        warned_behind = true;
-                        tracing::warn!(
-                            head,
-                            applied = *after,
-                            "the command side's log ends before this replica's checkpoint; \
-                             if its data was reset, restart this replica with --rebuild"
+                    if head < *after {
+                        return self.stop_other_history(
+                            *after,
+                            format!(
+                                "the command side's event log ends at position {head}, before \
+                                 position {after} these read models have applied: its data was \
+                                 reset or restored from an older copy. Nothing more is applied \
+                                 and queries answer from the old state; restart this replica \
+                                 with --rebuild to build the read models from the log as it is",
+                                after = *after
+                            ),
                         );
                     }
                     self.status.set_head(head);

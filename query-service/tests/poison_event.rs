@@ -91,19 +91,28 @@ impl CommandService for LogReplayer {
             .collect();
         messages.push(Kind::Heartbeat(pb::Heartbeat {
             head_position: head,
+            log_id: LOG_ID.to_owned(),
         }));
         let stream = futures::stream::iter(
             messages
                 .into_iter()
                 .map(|kind| Ok(pb::SubscribeEventsResponse { kind: Some(kind) })),
         );
-        // Like the real stream, it stays open once caught up.
-        Ok(Response::new(Box::pin(futures::StreamExt::chain(
+        // Like the real stream, it stays open once caught up, and says which
+        // log it serves before any event.
+        let mut response = Response::new(Box::pin(futures::StreamExt::chain(
             stream,
             futures::stream::pending(),
-        ))))
+        )) as Self::SubscribeEventsStream);
+        response
+            .metadata_mut()
+            .insert(shared::LOG_ID_HEADER, LOG_ID.parse().unwrap());
+        Ok(response)
     }
 }
+
+/// The stand-in log's identity.
+const LOG_ID: &str = "0190a0a0-0000-7000-8000-000000000001";
 
 fn envelope(position: u64, order: &str, version: u64, event: Event) -> pb::EventEnvelope {
     pb::EventEnvelope::from(&RecordedEvent {

@@ -10,3 +10,7 @@ pub mod server;
 pub mod telemetry;
 
 pub use orders_domain as domain;
+
+/// The `SubscribeEvents` response header carrying the command log's identity
+/// (also in every `Heartbeat.log_id`), read before any event is applied.
+pub const LOG_ID_HEADER: &str = "orders-log-id";
