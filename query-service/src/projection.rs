@@ -1,13 +1,11 @@
 //! How one event changes an order's row: a pure function from the row (if any) and the event to the new row, refusing events that do not fit. No storage here; the read models are written from the rows it returns.
 //!
-//! The status rules (which event may follow which status, and where it leads)
-//! and the merging of lines are each written once in query-service, below.
-//! The domain's `Order::handle`/`Order::apply` hold the same two rules for the
-//! write model; once the domain crate exposes them (the status an event leads
-//! to from a status, and the merge of an added or removed line into a
-//! `Vec<Line>`), `next_status` and `set_line_quantity` become calls to it.
+//! The status rules (which event may follow which status) and the merging of
+//! lines are the domain's, the same the write model decides with
+//! (`OrderStatus::check_*`, `lines::set_line_quantity`): this file only says
+//! where each event leads.
 
-use shared::domain::{Event, Line, OrderStatus, RecordedEvent, Sku};
+use shared::domain::{lines, Event, OrderStatus, RecordedEvent};
 
 use crate::read_models::order_view::OrderRow;
 
@@ -75,7 +73,12 @@ pub fn apply(
             item_count,
             ..
         } => {
-            set_line_quantity(&mut row.lines, &item.sku, *line_quantity, Some(item));
+            lines::set_line_quantity(
+                &mut row.lines,
+                &item.sku,
+                item.unit_price_cents,
+                *line_quantity,
+            );
             row.total_cents = *total_cents;
             row.item_count = *item_count;
         }
@@ -86,7 +89,12 @@ pub fn apply(
             item_count,
             ..
         } => {
-            set_line_quantity(&mut row.lines, sku, *line_quantity, None);
+            // The line keeps its price; an ItemRemoved for a line the row
+            // does not have changes nothing.
+            let price = row.lines.iter().find(|l| &l.sku == sku);
+            if let Some(price) = price.map(|l| l.unit_price_cents) {
+                lines::set_line_quantity(&mut row.lines, sku, price, *line_quantity);
+            }
             row.total_cents = *total_cents;
             row.item_count = *item_count;
         }
@@ -150,41 +158,21 @@ fn created(recorded: &RecordedEvent) -> Option<OrderRow> {
     })
 }
 
-/// The status rules of the read side: the status an order has after `event`,
-/// or `None` when the event cannot follow `status`.
+/// The status an order has after `event`, or `None` when the event cannot
+/// follow `status` by the domain's rules.
 fn next_status(event: &Event, status: OrderStatus) -> Option<OrderStatus> {
     use OrderStatus::{Cancelled, Draft, Placed, Shipped};
-    match (event, status) {
-        (Event::ItemAdded { .. } | Event::ItemRemoved { .. }, Draft) => Some(Draft),
-        (Event::OrderPlaced { .. }, Draft) => Some(Placed),
-        (Event::OrderShipped { .. }, Placed) => Some(Shipped),
-        (
-            Event::OrderCancelled {
-                previous_status, ..
-            },
-            Draft | Placed,
-        ) if *previous_status == status => Some(Cancelled),
-        _ => None,
-    }
-}
-
-/// Line merging: the line of `sku` now holds `quantity`. `added` is the
-/// line an ItemAdded brings, appended when the order has no line of its sku
-/// yet (where the aggregate keeps it too); `None` for an ItemRemoved, whose
-/// quantity 0 means the line is gone.
-fn set_line_quantity(lines: &mut Vec<Line>, sku: &Sku, quantity: u32, added: Option<&Line>) {
-    if added.is_none() && quantity == 0 {
-        lines.retain(|l| &l.sku != sku);
-        return;
-    }
-    match (lines.iter_mut().find(|l| &l.sku == sku), added) {
-        (Some(line), _) => line.quantity = quantity,
-        (None, Some(item)) => lines.push(Line {
-            quantity,
-            ..item.clone()
-        }),
-        (None, None) => {}
-    }
+    let (allowed, next) = match event {
+        Event::ItemAdded { .. } | Event::ItemRemoved { .. } => (status.check_item_change(), Draft),
+        Event::OrderPlaced { .. } => (status.check_place(), Placed),
+        Event::OrderShipped { .. } => (status.check_ship(), Shipped),
+        Event::OrderCancelled {
+            previous_status, ..
+        } if *previous_status == status => (status.check_cancel(), Cancelled),
+        // Created only once; a cancel that names another previous status.
+        _ => return None,
+    };
+    allowed.ok().map(|()| next)
 }
 
 fn check_version(order_id: &str, current: u64, event_version: u64) -> Result<(), ProjectionError> {
@@ -201,7 +189,7 @@ fn check_version(order_id: &str, current: u64, event_version: u64) -> Result<(),
 
 #[cfg(test)]
 mod tests {
-    use shared::domain::{Currency, CustomerId, OrderId, Text, Timestamp};
+    use shared::domain::{Currency, CustomerId, Line, OrderId, Sku, Text, Timestamp};
 
     use super::*;
 
