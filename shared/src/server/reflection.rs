@@ -12,6 +12,9 @@ pub fn builder(service: &str) -> Builder<'static> {
     Builder::configure()
         .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        // google.rpc's BadRequest and ErrorInfo, so that clients using
+        // reflection (grpcurl) can decode the error details.
+        .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
         .with_service_name(service)
         .with_service_name("grpc.health.v1.Health")
 }
