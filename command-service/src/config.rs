@@ -41,11 +41,19 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(10..=600_000))]
     pub heartbeat_ms: u64,
 
-    /// Most `SubscribeEvents` streams open at once (each can buffer several MB);
-    /// more are refused with RESOURCE_EXHAUSTED.
+    /// Most `SubscribeEvents` streams open at once (each reads up to
+    /// --max-subscriber-buffer-bytes ahead); more are refused with
+    /// RESOURCE_EXHAUSTED.
     #[arg(long, env = "COMMAND_MAX_SUBSCRIBERS", default_value_t = 64,
           value_parser = clap::value_parser!(u64).range(1..=100_000))]
     pub max_subscribers: u64,
+
+    /// Bytes of the log read ahead for one `SubscribeEvents` stream whose
+    /// client reads slower than the log grows (a bound on its memory; the
+    /// stream then reads on as the client catches up).
+    #[arg(long, env = "COMMAND_MAX_SUBSCRIBER_BUFFER_BYTES", default_value_t = 4 * 1024 * 1024,
+          value_parser = clap::value_parser!(u64).range(65_536..=1_073_741_824))]
+    pub max_subscriber_buffer_bytes: u64,
 
     /// Bearer token required on SubscribeEvents (query-service presents it);
     /// unset: SubscribeEvents takes the command token (--auth-token), and with
@@ -69,6 +77,7 @@ pub struct Settings {
     pub max_batch: usize,
     pub heartbeat_interval: Duration,
     pub max_subscribers: usize,
+    pub max_subscriber_buffer_bytes: usize,
     pub server: ServerSettings,
 }
 
@@ -97,6 +106,8 @@ impl Config {
             max_batch: usize::try_from(self.max_batch).unwrap_or(usize::MAX),
             heartbeat_interval: Duration::from_millis(self.heartbeat_ms),
             max_subscribers: usize::try_from(self.max_subscribers).unwrap_or(usize::MAX),
+            max_subscriber_buffer_bytes: usize::try_from(self.max_subscriber_buffer_bytes)
+                .unwrap_or(usize::MAX),
             server,
         })
     }

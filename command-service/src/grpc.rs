@@ -25,6 +25,8 @@ pub struct CommandApi {
     pub head: watch::Receiver<u64>,
     pub heartbeat_interval: Duration,
     pub shutdown: watch::Receiver<bool>,
+    /// Read-ahead per `SubscribeEvents` stream (`--max-subscriber-buffer-bytes`).
+    pub subscriber_buffer_bytes: usize,
 }
 
 impl CommandApi {
@@ -197,6 +199,7 @@ impl CommandApi {
             head: self.head.clone(),
             heartbeat_interval: self.heartbeat_interval,
             shutdown: self.shutdown.clone(),
+            buffer_bytes: self.subscriber_buffer_bytes,
         };
         Ok(subscription.start(after))
     }

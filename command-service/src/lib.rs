@@ -54,6 +54,7 @@ pub async fn run(
         head: head_rx,
         heartbeat_interval: settings.heartbeat_interval,
         shutdown: stop_rx,
+        subscriber_buffer_bytes: settings.max_subscriber_buffer_bytes,
     };
     let routes = routes::CommandRoutes::new(
         api,

@@ -25,6 +25,7 @@ async fn main() -> ExitCode {
         max_batch = config.max_batch,
         heartbeat_ms = config.heartbeat_ms,
         max_subscribers = config.max_subscribers,
+        max_subscriber_buffer_bytes = config.max_subscriber_buffer_bytes,
         // Whether a token is set, never the token.
         command_auth = server.auth_token.is_some() || server.auth_token_file.is_some(),
         subscribe_auth = config.subscribe_token.is_some() || config.subscribe_token_file.is_some(),

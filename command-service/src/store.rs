@@ -353,12 +353,25 @@ impl Store {
         to: u64,
         limit: usize,
     ) -> Result<Vec<(u64, Bytes)>, StoreError> {
+        self.read_events_within(from, to, limit, usize::MAX)
+    }
+
+    /// `read_events`, also stopping after the block in which the events read
+    /// reach `max_bytes`.
+    pub fn read_events_within(
+        &self,
+        from: u64,
+        to: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<(u64, Bytes)>, StoreError> {
         // The block holding `from` starts at or before it.
         let start = match self.data.range(log_key(0)..=log_key(from)).next_back() {
             Some(entry) => position_of(&entry?.0)?,
             None => return Ok(Vec::new()),
         };
         let mut events = Vec::new();
+        let mut bytes = 0;
         for entry in self.data.range(log_key(start)..=log_key(to)) {
             let (key, block) = entry?;
             let first = position_of(&key)?;
@@ -369,10 +382,11 @@ impl Store {
                     return Ok(events);
                 }
                 if position >= from {
+                    bytes += frame.len();
                     events.push((position, block.slice(frame)));
                 }
             }
-            if events.len() >= limit {
+            if events.len() >= limit || bytes >= max_bytes {
                 break;
             }
         }
@@ -649,6 +663,14 @@ mod tests {
         );
         assert_eq!(positions(&limited)[0], 5);
         assert!(store.read_events(61, 70, 10).unwrap().is_empty());
+        // A byte budget ends the read after the block that reaches it.
+        let budgeted = store.read_events_within(1, 60, 1000, 2000).unwrap();
+        assert!(
+            budgeted.len() >= 2 && budgeted.len() < 10,
+            "{}",
+            budgeted.len()
+        );
+        assert_eq!(positions(&budgeted)[0], 1);
     }
 
     /// Events of two orders, interleaved: odd positions are `a`'s, even `b`'s.

@@ -114,6 +114,9 @@ pub struct Subscription {
     pub heartbeat_interval: Duration,
     /// Becomes true when the service shuts down: the stream then ends.
     pub shutdown: watch::Receiver<bool>,
+    /// `--max-subscriber-buffer-bytes`: about this much of the log is read
+    /// ahead of a slow client (`BUFFER` chunks of a quarter each).
+    pub buffer_bytes: usize,
 }
 
 /// Why a chunk of the log could not be read.
@@ -128,9 +131,14 @@ enum ReadError {
 
 /// Reads about `CHUNK` events from `from` on, as encoded
 /// `SubscribeEventsResponse` messages: (messages, position of the last one).
-fn read_chunk(store: &Store, from: u64, head: u64) -> Result<(Vec<Bytes>, u64), ReadError> {
+fn read_chunk(
+    store: &Store,
+    from: u64,
+    head: u64,
+    max_bytes: usize,
+) -> Result<(Vec<Bytes>, u64), ReadError> {
     let events = store
-        .read_events(from, head, CHUNK)
+        .read_events_within(from, head, CHUNK, max_bytes)
         .map_err(ReadError::Store)?;
     let mut messages = Vec::with_capacity(events.len());
     let mut expected = from;
@@ -172,13 +180,15 @@ impl Subscription {
             while sent < head {
                 let store = self.store.clone();
                 let from = sent + 1;
+                let chunk_bytes = self.buffer_bytes / BUFFER;
                 // At the live tail a read is a few events just written, in
                 // sled's cache: read in place. Handing it to the blocking
                 // pool cost two thread wake-ups per group.
                 let chunk = if head - sent <= INLINE_READ {
-                    Ok(read_chunk(&store, from, head))
+                    Ok(read_chunk(&store, from, head, chunk_bytes))
                 } else {
-                    tokio::task::spawn_blocking(move || read_chunk(&store, from, head)).await
+                    tokio::task::spawn_blocking(move || read_chunk(&store, from, head, chunk_bytes))
+                        .await
                 };
                 let (messages, last) = match chunk {
                     Ok(Ok(read)) => read,
