@@ -18,8 +18,10 @@ pub struct Progress {
     pub head_position: u64,
     pub connected: bool,
     pub last_applied_at: Option<Timestamp>,
-    /// Whether the command side has told its head (a heartbeat or an event)
-    /// since the start: until then the replica is not known to be caught up.
+    /// Whether the command side has told its head (a heartbeat) since the
+    /// start: until then the replica is not known to be caught up. Events do
+    /// not tell it: the first heartbeat follows the backlog (command-service
+    /// `subscription.rs`).
     pub head_seen: bool,
     /// Set once applying has stopped (an event it cannot apply, or any other
     /// reason the log cannot be followed).
@@ -91,22 +93,22 @@ impl ProjectionStatus {
 
     /// A heartbeat: the command side's head as it says it is.
     pub fn set_head(&self, head: u64) {
-        self.move_head(|_| head);
+        self.move_head(|_| head, true);
     }
 
     /// An event arrived: the head is at least there.
     pub fn saw_position(&self, position: u64) {
-        self.move_head(|head| head.max(position));
+        self.move_head(|head| head.max(position), false);
     }
 
     /// Moves the head; wakes watchers (readiness) only when that crosses
     /// `--ready-max-lag`, so a stream of events costs waiting queries nothing.
-    fn move_head(&self, to: impl FnOnce(u64) -> u64) {
+    fn move_head(&self, to: impl FnOnce(u64) -> u64, told: bool) {
         let max_lag = self.ready_max_lag;
         self.progress.send_if_modified(|p| {
             let before = p.caught_up(max_lag);
             p.head_position = to(p.head_position);
-            p.head_seen = true;
+            p.head_seen |= told;
             p.caught_up(max_lag) != before
         });
     }
@@ -225,8 +227,11 @@ mod tests {
         let status = ProjectionStatus::new(Checkpoint::default(), 10);
         let mut progress = status.subscribe();
         assert!(!progress.borrow_and_update().caught_up(10));
-        // The first head heard: caught up (0 behind).
-        status.set_head(0);
+        // An event is no head: the replica is not known to be caught up.
+        status.saw_position(1);
+        assert!(!progress.has_changed().unwrap());
+        // The first head heard: caught up (1 behind).
+        status.set_head(1);
         assert!(progress.has_changed().unwrap());
         assert!(progress.borrow_and_update().caught_up(10));
         status.saw_position(10);
