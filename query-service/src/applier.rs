@@ -46,7 +46,7 @@ impl Failure {
                 return false;
             }
             tracing::error!(
-                "storage failure in query-service: {message}; stopping (restart it on healthy storage)"
+                "storage failure: {message}; query-service stops (restart it on healthy storage)"
             );
             *first = Some(message);
             true
@@ -119,7 +119,7 @@ impl Poison {
     fn storage(position: u64, error: String) -> Self {
         Poison {
             position,
-            error: format!("storage failure: {error}"),
+            error,
             storage: true,
         }
     }
@@ -298,7 +298,8 @@ impl Applier {
     fn stop(&self, poison: Poison) {
         if poison.storage {
             // Queries waiting beyond it fail now; the service stops.
-            self.status.stop(poison.position, poison.error.clone());
+            self.status
+                .stop(poison.position, format!("storage failure: {}", poison.error));
             self.failure.set(poison.error);
             return;
         }
