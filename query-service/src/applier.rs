@@ -298,8 +298,10 @@ impl Applier {
     fn stop(&self, poison: Poison) {
         if poison.storage {
             // Queries waiting beyond it fail now; the service stops.
-            self.status
-                .stop(poison.position, format!("storage failure: {}", poison.error));
+            self.status.stop(
+                poison.position,
+                format!("storage failure: {}", poison.error),
+            );
             self.failure.set(poison.error);
             return;
         }

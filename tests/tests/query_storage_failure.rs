@@ -106,18 +106,22 @@ async fn a_full_disk_stops_the_replica_which_catches_up_after_a_restart() {
     let head = read_log(&mut commands, 0).await.last().unwrap().position;
     let replica = start_query_service(&data_dir, &command.endpoint());
     let mut queries = query_client(&replica).await;
-    eventually("the restarted replica catches up", Duration::from_secs(60), || {
-        let mut queries = queries.clone();
-        async move {
-            let status = queries
-                .get_projection_status(pb::GetProjectionStatusRequest {})
-                .await
-                .ok()?
-                .into_inner();
-            assert!(status.error.is_empty(), "{status:?}");
-            (status.applied_position == head).then_some(())
-        }
-    })
+    eventually(
+        "the restarted replica catches up",
+        Duration::from_secs(60),
+        || {
+            let mut queries = queries.clone();
+            async move {
+                let status = queries
+                    .get_projection_status(pb::GetProjectionStatusRequest {})
+                    .await
+                    .ok()?
+                    .into_inner();
+                assert!(status.error.is_empty(), "{status:?}");
+                (status.applied_position == head).then_some(())
+            }
+        },
+    )
     .await;
     for i in [0, written / 2, written - 1] {
         let order = queries
