@@ -42,8 +42,9 @@ use crate::watchers::{WatchLimits, Watchers};
 const EVENT_BUFFER: usize = 4096;
 
 /// Opens the store, starts the subscriber and the applier, and serves until
-/// `shutdown` completes or storage fails; then stops accepting, ends the watch streams, lets the
-/// applier finish its batch, flushes and returns.
+/// `shutdown` completes or storage fails; then stops accepting, ends the watch
+/// streams, lets the applier finish its batch, flushes and returns (an error
+/// after a storage failure: crash-only, the process exits non-zero).
 pub async fn run(
     settings: Settings,
     listener: TcpListener,

@@ -19,7 +19,7 @@ const READINESS: &str = "orders.v1.QueryService";
 const LIVENESS: &str = "";
 
 /// Events in the log before the replica starts.
-const EVENTS: usize = 4000;
+const EVENTS: usize = 8000;
 /// Writers at once, so the log is written in a few seconds.
 const WRITERS: usize = 16;
 
