@@ -2,13 +2,18 @@
 //! received, applies them in batches (one atomic sled batch each, checkpoint
 //! included), then wakes waiting queries and watchers. Stops at the first event
 //! it cannot apply and reports it, keeping the last good state served.
+//!
+//! A storage failure (a sled write or flush error, which sled makes permanent
+//! for the process) is not a poison event: it is published (`Failure`) so the
+//! service reports NOT_SERVING and exits non-zero, and is restarted on its
+//! storage (crash-only); it resumes from its last durable checkpoint.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use shared::domain::{RecordedEvent, Timestamp};
 use shared::proto as pb;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::read_models::checkpoint::Checkpoint;
 use crate::read_models::order_view::OrderRow;
@@ -20,6 +25,51 @@ use crate::watchers::Watchers;
 /// How often a rebuild logs its progress.
 const REBUILD_LOG_EVERY: Duration = Duration::from_secs(5);
 
+/// How often the store is flushed, so a failed background flush is seen even
+/// when no event arrives to be written.
+const FLUSH_CHECK_EVERY: Duration = Duration::from_secs(1);
+
+/// The first storage failure, published to whoever stops the service.
+#[derive(Clone)]
+pub struct Failure(Arc<watch::Sender<Option<String>>>);
+
+impl Failure {
+    pub fn new() -> (Self, watch::Receiver<Option<String>>) {
+        let (tx, rx) = watch::channel(None);
+        (Failure(Arc::new(tx)), rx)
+    }
+
+    /// Records `message` unless a failure is already recorded.
+    pub fn set(&self, message: String) {
+        self.0.send_if_modified(|first| {
+            if first.is_some() {
+                return false;
+            }
+            tracing::error!(
+                "storage failure: {message}; query-service stops (restart it on healthy storage)"
+            );
+            *first = Some(message);
+            true
+        });
+    }
+}
+
+/// Flushes `store` every second until `stop`; a failure is published.
+pub async fn check_flushes(store: Arc<Store>, failure: Failure, mut stop: watch::Receiver<bool>) {
+    let mut ticks = tokio::time::interval(FLUSH_CHECK_EVERY);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        if let Err(e) = store.flush().await {
+            failure.set(format!("flushing the read models: {e}"));
+            return;
+        }
+    }
+}
+
 pub struct Applier {
     pub store: Arc<Store>,
     /// The generation events go to: the served one, or the one being rebuilt.
@@ -29,6 +79,8 @@ pub struct Applier {
     pub max_batch: usize,
     /// The generation a finished rebuild replaced, until no query reads it.
     pub retired: Option<Arc<Generation>>,
+    /// Where a storage failure is published.
+    pub failure: Failure,
 }
 
 /// An event as the subscriber hands it over: already read from its envelope
@@ -51,6 +103,34 @@ impl From<pb::EventEnvelope> for Received {
 struct Poison {
     position: u64,
     error: String,
+    /// A storage failure rather than an event that cannot be applied.
+    storage: bool,
+}
+
+impl Poison {
+    fn event(position: u64, error: String) -> Self {
+        Poison {
+            position,
+            error,
+            storage: false,
+        }
+    }
+
+    fn storage(position: u64, error: String) -> Self {
+        Poison {
+            position,
+            error,
+            storage: true,
+        }
+    }
+
+    /// Applying events from `position` on failed.
+    fn applying(position: u64, error: ApplyError) -> Self {
+        match error {
+            ApplyError::Store(e) => Poison::storage(position, e.to_string()),
+            other @ ApplyError::Projection { .. } => Poison::event(position, other.to_string()),
+        }
+    }
 }
 
 fn now() -> Timestamp {
@@ -141,10 +221,7 @@ impl Applier {
                 good.truncate(index);
                 if let Some(last) = good.last().map(|e| e.position) {
                     let (_, result) = self.apply_blocking(good, applied_at).await?;
-                    let rows = result.map_err(|e| Poison {
-                        position: last,
-                        error: e.to_string(),
-                    })?;
+                    let rows = result.map_err(|e| Poison::applying(last, e))?;
                     self.committed(
                         rows,
                         Checkpoint {
@@ -153,15 +230,15 @@ impl Applier {
                         },
                     )?;
                 }
-                Err(Poison {
+                Err(Poison::event(
                     position,
-                    error: format!("event at position {position} cannot be applied: {error}"),
-                })
+                    format!("event at position {position} cannot be applied: {error}"),
+                ))
             }
-            Err(ApplyError::Store(e)) => Err(Poison {
-                position: events.first().map_or(0, |e| e.position),
-                error: format!("storage failure: {e}"),
-            }),
+            Err(ApplyError::Store(e)) => Err(Poison::storage(
+                events.first().map_or(0, |e| e.position),
+                e.to_string(),
+            )),
         }
     }
 
@@ -179,10 +256,7 @@ impl Applier {
             (events, result)
         })
         .await
-        .map_err(|e| Poison {
-            position: first,
-            error: format!("the apply task failed: {e}"),
-        })
+        .map_err(|e| Poison::event(first, format!("the apply task failed: {e}")))
     }
 
     /// After a commit: switch a finished rebuild in, wake queries, feed watchers.
@@ -195,9 +269,11 @@ impl Applier {
             let old = self
                 .store
                 .switch_to(&self.target)
-                .map_err(|e: StoreError| Poison {
-                    position: checkpoint.position + 1,
-                    error: format!("cannot switch to the rebuilt read models: {e}"),
+                .map_err(|e: StoreError| {
+                    Poison::storage(
+                        checkpoint.position + 1,
+                        format!("cannot switch to the rebuilt read models: {e}"),
+                    )
                 })?;
             self.retired = Some(old);
             tracing::info!(
@@ -220,6 +296,15 @@ impl Applier {
     }
 
     fn stop(&self, poison: Poison) {
+        if poison.storage {
+            // Queries waiting beyond it fail now; the service stops.
+            self.status.stop(
+                poison.position,
+                format!("storage failure: {}", poison.error),
+            );
+            self.failure.set(poison.error);
+            return;
+        }
         tracing::error!(
             position = poison.position,
             error = %poison.error,
@@ -240,13 +325,13 @@ fn decode(batch: Vec<Received>, next: &mut u64) -> (Vec<RecordedEvent>, Option<P
             continue;
         }
         if position > *next {
-            let poison = Poison {
-                position: *next,
-                error: format!(
+            let poison = Poison::event(
+                *next,
+                format!(
                     "the event stream skipped from position {} to {position}",
                     *next
                 ),
-            };
+            );
             return (out, Some(poison));
         }
         match received.event {
@@ -255,10 +340,10 @@ fn decode(batch: Vec<Received>, next: &mut u64) -> (Vec<RecordedEvent>, Option<P
                 *next += 1;
             }
             Err(e) => {
-                let poison = Poison {
+                let poison = Poison::event(
                     position,
-                    error: format!("event at position {position} cannot be read: {e}"),
-                };
+                    format!("event at position {position} cannot be read: {e}"),
+                );
                 return (out, Some(poison));
             }
         }

@@ -56,6 +56,13 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1..=65_536))]
     pub max_batch: u64,
 
+    /// Readiness: gRPC health reports `orders.v1.QueryService` NOT_SERVING
+    /// while the replica is more than this many events behind the command
+    /// side's head (or has not heard it yet, or has stopped applying); `""`
+    /// (liveness) is not affected.
+    #[arg(long, env = "QUERY_READY_MAX_LAG", default_value_t = 1000)]
+    pub ready_max_lag: u64,
+
     /// Most `WatchOrder` streams open on one order; more are refused with
     /// RESOURCE_EXHAUSTED.
     #[arg(long, env = "QUERY_MAX_WATCHERS_PER_ORDER",
@@ -99,6 +106,7 @@ pub struct Settings {
     pub rebuild: bool,
     pub cache_bytes: u64,
     pub max_batch: usize,
+    pub ready_max_lag: u64,
     pub max_watchers_per_order: usize,
     pub max_watchers: usize,
     pub server: ServerSettings,
@@ -134,6 +142,7 @@ impl Config {
             rebuild: self.rebuild,
             cache_bytes: self.cache_mb * 1024 * 1024,
             max_batch: count(self.max_batch),
+            ready_max_lag: self.ready_max_lag,
             max_watchers_per_order: count(self.max_watchers_per_order),
             max_watchers: count(self.max_watchers),
             server,
@@ -184,6 +193,7 @@ mod tests {
             (settings.max_watchers_per_order, settings.max_watchers),
             (16, 10_000)
         );
+        assert_eq!(settings.ready_max_lag, 1000);
     }
 
     #[test]

@@ -111,6 +111,9 @@ pub enum RunError {
     /// Bad operating configuration (tokens, TLS files, metrics address).
     #[error("{0}")]
     Config(String),
+    /// Writing or flushing the read models failed (crash-only: restart it).
+    #[error("stopped after a storage failure: {0}")]
+    StorageFailure(String),
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod page_token;
 pub mod projection;
 pub mod read_models;
+pub mod readiness;
 pub mod routes;
 pub mod status;
 pub mod storage;
@@ -28,7 +29,7 @@ use shared::server::observe::RpcMetrics;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
-use crate::applier::Applier;
+use crate::applier::{Applier, Failure};
 use crate::config::Settings;
 pub use crate::error::RunError;
 use crate::grpc::QueryApi;
@@ -41,8 +42,9 @@ use crate::watchers::{WatchLimits, Watchers};
 const EVENT_BUFFER: usize = 4096;
 
 /// Opens the store, starts the subscriber and the applier, and serves until
-/// `shutdown` completes; then stops accepting, ends the watch streams, lets the
-/// applier finish its batch, flushes and returns.
+/// `shutdown` completes or storage fails; then stops accepting, ends the watch
+/// streams, lets the applier finish its batch, flushes and returns (an error
+/// after a storage failure: crash-only, the process exits non-zero).
 pub async fn run(
     settings: Settings,
     listener: TcpListener,
@@ -61,7 +63,7 @@ pub async fn run(
         );
     }
     tracing::info!(applied_position = served.position, "read models opened");
-    let status = Arc::new(ProjectionStatus::new(served));
+    let status = Arc::new(ProjectionStatus::new(served, settings.ready_max_lag));
     let watchers = Arc::new(Watchers::new(WatchLimits {
         per_order: settings.max_watchers_per_order,
         total: settings.max_watchers,
@@ -69,6 +71,15 @@ pub async fn run(
     // Set when the service begins stopping (or serving fails): ends WatchOrder
     // streams, min_position waits and the subscriber.
     let (stop_tx, stop_rx) = watch::channel(false);
+
+    // A storage failure stops the service like a signal (crash-only).
+    let (failure, mut storage_failure) = Failure::new();
+    let failed = storage_failure.clone();
+    tokio::spawn(applier::check_flushes(
+        Arc::clone(&store),
+        failure.clone(),
+        stop_rx.clone(),
+    ));
 
     let (events_tx, events_rx) = mpsc::channel(EVENT_BUFFER);
     let applier = Applier {
@@ -78,6 +89,7 @@ pub async fn run(
         watchers: Arc::clone(&watchers),
         max_batch: settings.max_batch,
         retired: None,
+        failure,
     };
     let applier = tokio::spawn(applier.run(start, events_rx));
     let subscriber = Subscriber {
@@ -95,6 +107,16 @@ pub async fn run(
             stop_rx.clone(),
         ));
     }
+
+    // Readiness follows the projection; serve reports it under the service's name.
+    let (ready_tx, ready_rx) = watch::channel(false);
+    tokio::spawn(readiness::follow(
+        Arc::clone(&status),
+        Arc::clone(&store),
+        settings.ready_max_lag,
+        ready_tx,
+        stop_rx.clone(),
+    ));
 
     let api = QueryApi {
         store: Arc::clone(&store),
@@ -115,7 +137,14 @@ pub async fn run(
             label: "query",
             streams: &[("WatchOrder", "orders_watchers")],
         },
-    );
+    )
+    .ready_when(ready_rx);
+    let shutdown = async move {
+        tokio::select! {
+            () = shutdown => {}
+            _ = storage_failure.wait_for(Option::is_some) => {}
+        }
+    };
     // A WatchOrder client that stopped reading must not keep the service alive.
     let served = shared::server::serve(settings.server, api, listener, shutdown, stop_tx).await;
 
@@ -126,6 +155,9 @@ pub async fn run(
     }
     if let Err(e) = applier.await {
         tracing::error!(error = %e, "applier task failed");
+    }
+    if let Some(failure) = failed.borrow().clone() {
+        return Err(RunError::StorageFailure(failure));
     }
     store.flush().await?;
     served?;

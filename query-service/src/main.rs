@@ -27,6 +27,7 @@ async fn main() -> ExitCode {
         rebuild = config.rebuild,
         cache_mb = config.cache_mb,
         max_batch = config.max_batch,
+        ready_max_lag = config.ready_max_lag,
         max_watchers_per_order = config.max_watchers_per_order,
         max_watchers = config.max_watchers,
         // Whether a token is set, never the token.

@@ -1,6 +1,6 @@
 //! The projection's progress as the rest of the service sees it: applied and head
 //! positions, the link to the command side, and a stop at a poison event. Queries
-//! with `min_position` wait on it; the applier wakes them.
+//! with `min_position` wait on it; the applier wakes them; readiness follows it.
 
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -18,8 +18,24 @@ pub struct Progress {
     pub head_position: u64,
     pub connected: bool,
     pub last_applied_at: Option<Timestamp>,
-    /// Set once applying has stopped at an event it cannot apply.
+    /// Whether the command side has told its head (a heartbeat) since the
+    /// start: until then the replica is not known to be caught up. Events do
+    /// not tell it: the first heartbeat follows the backlog (command-service
+    /// `subscription.rs`).
+    pub head_seen: bool,
+    /// Set once applying has stopped (an event it cannot apply, or any other
+    /// reason the log cannot be followed).
     pub stopped: Option<Stopped>,
+}
+
+impl Progress {
+    /// Within `max_lag` events of a head the command side has told: the
+    /// projection half of readiness (the rest is in `readiness.rs`).
+    pub fn caught_up(&self, max_lag: u64) -> bool {
+        self.head_seen
+            && self.stopped.is_none()
+            && self.head_position.saturating_sub(self.applied_position) <= max_lag
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,10 +46,13 @@ pub struct Stopped {
 
 pub struct ProjectionStatus {
     progress: watch::Sender<Progress>,
+    /// `--ready-max-lag`: head changes wake watchers only when they move the
+    /// projection across it (not on every event or heartbeat).
+    ready_max_lag: u64,
 }
 
 impl ProjectionStatus {
-    pub fn new(served: Checkpoint) -> Self {
+    pub fn new(served: Checkpoint, ready_max_lag: u64) -> Self {
         let progress = Progress {
             applied_position: served.position,
             head_position: served.position,
@@ -42,7 +61,13 @@ impl ProjectionStatus {
         };
         ProjectionStatus {
             progress: watch::Sender::new(progress),
+            ready_max_lag,
         }
+    }
+
+    /// Follows every change that matters to readiness or to waiting queries.
+    pub fn subscribe(&self) -> watch::Receiver<Progress> {
+        self.progress.subscribe()
     }
 
     pub fn snapshot(&self) -> Progress {
@@ -68,17 +93,23 @@ impl ProjectionStatus {
 
     /// A heartbeat: the command side's head as it says it is.
     pub fn set_head(&self, head: u64) {
-        self.progress.send_if_modified(|p| {
-            p.head_position = head;
-            false
-        });
+        self.move_head(|_| head, true);
     }
 
     /// An event arrived: the head is at least there.
     pub fn saw_position(&self, position: u64) {
+        self.move_head(|head| head.max(position), false);
+    }
+
+    /// Moves the head; wakes watchers (readiness) only when that crosses
+    /// `--ready-max-lag`, so a stream of events costs waiting queries nothing.
+    fn move_head(&self, to: impl FnOnce(u64) -> u64, told: bool) {
+        let max_lag = self.ready_max_lag;
         self.progress.send_if_modified(|p| {
-            p.head_position = p.head_position.max(position);
-            false
+            let before = p.caught_up(max_lag);
+            p.head_position = to(p.head_position);
+            p.head_seen |= told;
+            p.caught_up(max_lag) != before
         });
     }
 
@@ -142,7 +173,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_wait_is_woken_by_the_applier_or_fails_at_the_deadline() {
-        let status = Arc::new(ProjectionStatus::new(Checkpoint::default()));
+        let status = Arc::new(ProjectionStatus::new(Checkpoint::default(), 1000));
         let (_stop_tx, stop) = watch::channel(false);
         let waiter = {
             let status = Arc::clone(&status);
@@ -176,15 +207,41 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_stopped_projection_fails_waits_beyond_it_at_once() {
-        let status = ProjectionStatus::new(Checkpoint {
-            position: 3,
-            applied_at: None,
-        });
+        let status = ProjectionStatus::new(
+            Checkpoint {
+                position: 3,
+                applied_at: None,
+            },
+            1000,
+        );
         let (_stop_tx, stop) = watch::channel(false);
         status.stop(4, "poison".to_owned());
         let far = Instant::now() + Duration::from_secs(3600);
         status.wait_for(3, far, stop.clone()).await.unwrap();
         let err = status.wait_for(4, far, stop).await.unwrap_err();
         assert_eq!(tonic::Status::from(err).code(), tonic::Code::Unavailable);
+    }
+
+    #[test]
+    fn head_changes_wake_watchers_only_across_the_ready_lag() {
+        let status = ProjectionStatus::new(Checkpoint::default(), 10);
+        let mut progress = status.subscribe();
+        assert!(!progress.borrow_and_update().caught_up(10));
+        // An event is no head: the replica is not known to be caught up.
+        status.saw_position(1);
+        assert!(!progress.has_changed().unwrap());
+        // The first head heard: caught up (1 behind).
+        status.set_head(1);
+        assert!(progress.has_changed().unwrap());
+        assert!(progress.borrow_and_update().caught_up(10));
+        status.saw_position(10);
+        assert!(!progress.has_changed().unwrap(), "still within the lag");
+        status.set_head(11);
+        assert!(progress.has_changed().unwrap(), "crossed the lag");
+        assert!(!progress.borrow_and_update().caught_up(10));
+        status.set_head(500);
+        assert!(!progress.has_changed().unwrap());
+        status.stop(1, "any".to_owned());
+        assert!(progress.has_changed().unwrap());
     }
 }

@@ -27,6 +27,9 @@ pub struct Api {
     routes: Routes,
     metrics: RpcMetrics,
     health: HealthReporter,
+    /// When set, the service's name is reported SERVING only while this says
+    /// `true` (readiness); otherwise from the start until stopped.
+    ready: Option<watch::Receiver<bool>>,
 }
 
 impl Api {
@@ -36,7 +39,17 @@ impl Api {
             routes,
             metrics,
             health: HealthReporter::new(),
+            ready: None,
         }
+    }
+
+    /// Reports the service's name (what readiness probes ask) SERVING only
+    /// while `ready` is `true`, and NOT_SERVING once stopping whatever it says;
+    /// `""` (liveness) stays SERVING until the service stops.
+    #[must_use]
+    pub fn ready_when(mut self, ready: watch::Receiver<bool>) -> Self {
+        self.ready = Some(ready);
+        self
     }
 
     /// The health reporter `serve` answers from, for a service that reports
@@ -103,9 +116,24 @@ async fn serve_bound(
 
     let health = api.health;
     let health_service = HealthServer::new(HealthService::from_health_reporter(health.clone()));
-    health
-        .set_service_status(api.name, ServingStatus::Serving)
-        .await;
+    match api.ready {
+        None => {
+            health
+                .set_service_status(api.name, ServingStatus::Serving)
+                .await;
+        }
+        Some(ready) => {
+            // Registered before the first request can ask.
+            let now = status_of(*ready.borrow());
+            health.set_service_status(api.name, now).await;
+            tokio::spawn(follow_readiness(
+                health.clone(),
+                api.name,
+                ready,
+                stop.subscribe(),
+            ));
+        }
+    }
     let reflection = || crate::server::reflection::builder(api.name);
     let routes = api
         .routes
@@ -157,4 +185,40 @@ async fn serve_bound(
         .serve_with_incoming_shutdown(incoming, signal);
     let drained = drain_within(serving, stop.subscribe(), settings.shutdown_grace).await?;
     Ok(drained)
+}
+
+fn status_of(ready: bool) -> ServingStatus {
+    if ready {
+        ServingStatus::Serving
+    } else {
+        ServingStatus::NotServing
+    }
+}
+
+/// Reports `name` as `ready` says until `stop` is set, then NOT_SERVING (last,
+/// so a change seen just before stopping cannot outlive the stop).
+async fn follow_readiness(
+    health: HealthReporter,
+    name: &'static str,
+    mut ready: watch::Receiver<bool>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let now = *ready.borrow_and_update();
+        if *stop.borrow() {
+            break;
+        }
+        health.set_service_status(name, status_of(now)).await;
+        tokio::select! {
+            changed = ready.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+            }
+            _ = stop.wait_for(|s| *s) => break,
+        }
+    }
+    health
+        .set_service_status(name, ServingStatus::NotServing)
+        .await;
 }
