@@ -90,7 +90,10 @@ async fn read<M: StreamMessage>(channel: Channel, name: &str) -> Result<Report, 
     let codec = tonic_prost::ProstCodec::<pb::SubscribeEventsRequest, M>::default();
     let mut stream = grpc
         .server_streaming(
-            tonic::Request::new(pb::SubscribeEventsRequest { after_position: 0 }),
+            tonic::Request::new(pb::SubscribeEventsRequest {
+                after_position: 0,
+                ..Default::default()
+            }),
             PathAndQuery::from_static("/orders.v1.CommandService/SubscribeEvents"),
             codec,
         )
@@ -148,6 +151,7 @@ pub async fn log_head(channel: Channel) -> Result<u64, String> {
     let mut stream = client
         .subscribe_events(pb::SubscribeEventsRequest {
             after_position: u64::MAX - 1,
+            ..Default::default()
         })
         .await
         .map_err(|e| format!("SubscribeEvents: {e}"))?

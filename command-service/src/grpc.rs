@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use shared::convert::OrderEventsPage;
-use shared::domain::{Submission, ValidationError};
+use shared::domain::{OrderId, Submission, ValidationError};
 use shared::proto as pb;
 use shared::proto::command_service_server::CommandService;
 use tokio::sync::watch;
@@ -12,7 +12,7 @@ use tonic::{Request, Response, Status};
 
 use crate::error::CommandError;
 use crate::store::{self, CommandResult, Store};
-use crate::subscription::{EventStream, Subscription};
+use crate::subscription::{EventStream, Filter, Subscription};
 use crate::writer::WriterHandle;
 
 /// The most event bytes one `ListOrderEvents` page carries (the page ends
@@ -193,13 +193,15 @@ impl CommandApi {
             return Err(CommandError::ShuttingDown.into());
         }
         let after = request.get_ref().after_position;
-        tracing::info!(after_position = after, remote = ?request.remote_addr(), "subscriber connected");
+        let filter = filter_of(request.get_ref()).map_err(CommandError::Invalid)?;
+        tracing::info!(after_position = after, remote = ?request.remote_addr(), ?filter, "subscriber connected");
         let subscription = Subscription {
             store: self.store.clone(),
             head: self.head.clone(),
             heartbeat_interval: self.heartbeat_interval,
             shutdown: self.shutdown.clone(),
             buffer_bytes: self.subscriber_buffer_bytes,
+            filter,
         };
         Ok(subscription.start(after))
     }
@@ -287,4 +289,27 @@ mod tests {
         assert_eq!(response.events.len(), 150);
         assert!(response.next_page_token.is_empty());
     }
+}
+
+/// The event filter a `SubscribeEvents` request asks for, checked.
+fn filter_of(request: &pb::SubscribeEventsRequest) -> Result<Filter, ValidationError> {
+    let mut event_types = Vec::with_capacity(request.event_types.len());
+    for &value in &request.event_types {
+        match pb::EventType::try_from(value) {
+            Ok(pb::EventType::Unspecified) | Err(_) => {
+                return Err(ValidationError::new(
+                    "event_types",
+                    format!("{value} is not an event type (EVENT_TYPE_ORDER_CREATED .. EVENT_TYPE_ORDER_CANCELLED)"),
+                ))
+            }
+            Ok(kind) => event_types.push(kind),
+        }
+    }
+    if !request.order_id.is_empty() {
+        OrderId::parse("order_id", &request.order_id)?;
+    }
+    Ok(Filter {
+        event_types,
+        order_id: request.order_id.clone(),
+    })
 }

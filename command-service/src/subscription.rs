@@ -117,6 +117,54 @@ pub struct Subscription {
     /// `--max-subscriber-buffer-bytes`: about this much of the log is read
     /// ahead of a slow client (`BUFFER` chunks of a quarter each).
     pub buffer_bytes: usize,
+    /// Which events the client asked for (`Filter::all()`: every one).
+    pub filter: Filter,
+}
+
+/// The events a subscriber asked for: some event types, one order. An
+/// unfiltered stream sends the stored bytes as they are; a filtered one
+/// decodes each event to choose.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    /// `EventType` values; empty: every type.
+    pub event_types: Vec<pb::EventType>,
+    /// Empty: every order.
+    pub order_id: String,
+}
+
+impl Filter {
+    fn is_all(&self) -> bool {
+        self.event_types.is_empty() && self.order_id.is_empty()
+    }
+
+    fn keeps(&self, message: &Bytes) -> bool {
+        let Ok(response) = pb::SubscribeEventsResponse::decode(message.clone()) else {
+            return true; // the client decodes it and reports the damage
+        };
+        let Some(Kind::Event(event)) = response.kind else {
+            return true;
+        };
+        if !self.order_id.is_empty() && event.order_id != self.order_id {
+            return false;
+        }
+        self.event_types.is_empty()
+            || event
+                .event
+                .as_ref()
+                .is_some_and(|e| self.event_types.contains(&event_type(e)))
+    }
+}
+
+fn event_type(event: &pb::event_envelope::Event) -> pb::EventType {
+    use pb::event_envelope::Event;
+    match event {
+        Event::OrderCreated(_) => pb::EventType::OrderCreated,
+        Event::ItemAdded(_) => pb::EventType::ItemAdded,
+        Event::ItemRemoved(_) => pb::EventType::ItemRemoved,
+        Event::OrderPlaced(_) => pb::EventType::OrderPlaced,
+        Event::OrderShipped(_) => pb::EventType::OrderShipped,
+        Event::OrderCancelled(_) => pb::EventType::OrderCancelled,
+    }
 }
 
 /// Why a chunk of the log could not be read.
@@ -214,7 +262,15 @@ impl Subscription {
                         return;
                     }
                 };
-                if !self.deliver(&tx, messages).await {
+                let messages = if self.filter.is_all() {
+                    messages
+                } else {
+                    messages
+                        .into_iter()
+                        .filter(|m| self.filter.keeps(m))
+                        .collect()
+                };
+                if !messages.is_empty() && !self.deliver(&tx, messages).await {
                     return; // the client left, or the service is stopping
                 }
                 sent = last;

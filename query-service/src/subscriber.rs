@@ -138,6 +138,7 @@ impl Subscriber {
         let response = client
             .subscribe_events(self.upstream.request(pb::SubscribeEventsRequest {
                 after_position: after,
+                ..Default::default()
             })?)
             .await
             .map_err(|s| format!("SubscribeEvents refused: {s}"))?;

@@ -17,6 +17,7 @@ pub async fn read_log(client: &mut CommandClient, after: u64) -> Vec<pb::EventEn
     let mut stream = client
         .subscribe_events(pb::SubscribeEventsRequest {
             after_position: after,
+            ..Default::default()
         })
         .await
         .expect("subscribe")
@@ -44,7 +45,10 @@ pub async fn read_log(client: &mut CommandClient, after: u64) -> Vec<pb::EventEn
 /// sending, and the rest waits in its buffer, then in the log.
 pub async fn stalled_subscription(svc: &Service) -> Streaming<pb::SubscribeEventsResponse> {
     CommandClient::new(narrow_window_channel(&svc.endpoint()).await)
-        .subscribe_events(pb::SubscribeEventsRequest { after_position: 0 })
+        .subscribe_events(pb::SubscribeEventsRequest {
+            after_position: 0,
+            ..Default::default()
+        })
         .await
         .expect("subscribe")
         .into_inner()

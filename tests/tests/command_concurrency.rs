@@ -260,7 +260,10 @@ async fn subscribe(
     after_position: u64,
 ) -> Streaming<pb::SubscribeEventsResponse> {
     client
-        .subscribe_events(pb::SubscribeEventsRequest { after_position })
+        .subscribe_events(pb::SubscribeEventsRequest {
+            after_position,
+            ..Default::default()
+        })
         .await
         .expect("subscribe")
         .into_inner()

@@ -123,7 +123,10 @@ async fn subscribers_get_a_heartbeat_when_caught_up_and_then_while_idle() {
     let mut c = command_client(&svc).await;
     let mut stream = c
         .clone()
-        .subscribe_events(pb::SubscribeEventsRequest { after_position: 0 })
+        .subscribe_events(pb::SubscribeEventsRequest {
+            after_position: 0,
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
@@ -246,7 +249,10 @@ async fn sigterm_exits_zero_even_with_an_open_subscription() {
     let mut c = command_client(&svc).await;
     ok(&mut c, create("o1", vec![item("a", 1, 1)])).await;
     let mut stream = c
-        .subscribe_events(pb::SubscribeEventsRequest { after_position: 0 })
+        .subscribe_events(pb::SubscribeEventsRequest {
+            after_position: 0,
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();

@@ -53,6 +53,7 @@ async fn resubscribing_reader(
         let mut client = CommandClient::new(channel);
         let subscribe = client.subscribe_events(pb::SubscribeEventsRequest {
             after_position: after,
+            ..Default::default()
         });
         let Ok(Ok(response)) = tokio::time::timeout(Duration::from_secs(5), subscribe).await else {
             *reconnects.lock().await += 1;

@@ -122,7 +122,15 @@ async fn subscribe_events_needs_the_subscribe_token() {
     let dir = TempDir::new().unwrap();
     let svc = start_command_with_tokens(&dir);
     let mut client = CommandClient::new(svc.channel().await);
-    let request = |token| bearer(pb::SubscribeEventsRequest { after_position: 0 }, token);
+    let request = |token| {
+        bearer(
+            pb::SubscribeEventsRequest {
+                after_position: 0,
+                ..Default::default()
+            },
+            token,
+        )
+    };
 
     for (case, token) in [
         ("no token", None),

@@ -28,7 +28,10 @@ async fn subscribe_events_streams_beyond_the_limit_are_refused() {
     args.extend(["--max-subscribers".to_owned(), "2".to_owned()]);
     let svc = Service::spawn("command-service", &args, &[]);
     let mut client = command_client(&svc).await;
-    let subscribe = || pb::SubscribeEventsRequest { after_position: 0 };
+    let subscribe = || pb::SubscribeEventsRequest {
+        after_position: 0,
+        ..Default::default()
+    };
 
     let mut open = Vec::new();
     for _ in 0..2 {

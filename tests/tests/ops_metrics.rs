@@ -57,7 +57,10 @@ async fn command_service_metrics_move_with_traffic() {
     let rejected = client.create_order(create_request("ord-0")).await;
     assert_eq!(rejected.unwrap_err().code(), tonic::Code::AlreadyExists);
     let mut stream = client
-        .subscribe_events(pb::SubscribeEventsRequest { after_position: 0 })
+        .subscribe_events(pb::SubscribeEventsRequest {
+            after_position: 0,
+            ..Default::default()
+        })
         .await
         .expect("subscribe")
         .into_inner();

@@ -24,7 +24,15 @@ async fn a_command_token_alone_also_closes_subscribe_events() {
     let dir = TempDir::new().unwrap();
     let svc = start_command(&dir, &["--auth-token", COMMAND_TOKEN]);
     let mut client = command_client(&svc).await;
-    let subscribe = |token| bearer(pb::SubscribeEventsRequest { after_position: 0 }, token);
+    let subscribe = |token| {
+        bearer(
+            pb::SubscribeEventsRequest {
+                after_position: 0,
+                ..Default::default()
+            },
+            token,
+        )
+    };
 
     for (case, token) in [("no token", None), ("a wrong token", Some("wrong"))] {
         match client.subscribe_events(subscribe(token)).await {
@@ -62,7 +70,10 @@ async fn with_no_token_the_start_up_log_says_every_rpc_is_open() {
     let svc = start_command(&dir, &[]);
     let mut client = command_client(&svc).await;
     client
-        .subscribe_events(pb::SubscribeEventsRequest { after_position: 0 })
+        .subscribe_events(pb::SubscribeEventsRequest {
+            after_position: 0,
+            ..Default::default()
+        })
         .await
         .expect("open without tokens");
     assert!(
