@@ -207,6 +207,29 @@ impl CommandApi {
     }
 }
 
+/// The event filter a `SubscribeEvents` request asks for, checked.
+fn filter_of(request: &pb::SubscribeEventsRequest) -> Result<Filter, ValidationError> {
+    let mut event_types = Vec::with_capacity(request.event_types.len());
+    for &value in &request.event_types {
+        match pb::EventType::try_from(value) {
+            Ok(pb::EventType::Unspecified) | Err(_) => {
+                return Err(ValidationError::new(
+                    "event_types",
+                    format!("{value} is not an event type (EVENT_TYPE_ORDER_CREATED .. EVENT_TYPE_ORDER_CANCELLED)"),
+                ))
+            }
+            Ok(kind) => event_types.push(kind),
+        }
+    }
+    if !request.order_id.is_empty() {
+        OrderId::parse("order_id", &request.order_id)?;
+    }
+    Ok(Filter {
+        event_types,
+        order_id: request.order_id.clone(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use shared::domain::Order;
@@ -289,27 +312,4 @@ mod tests {
         assert_eq!(response.events.len(), 150);
         assert!(response.next_page_token.is_empty());
     }
-}
-
-/// The event filter a `SubscribeEvents` request asks for, checked.
-fn filter_of(request: &pb::SubscribeEventsRequest) -> Result<Filter, ValidationError> {
-    let mut event_types = Vec::with_capacity(request.event_types.len());
-    for &value in &request.event_types {
-        match pb::EventType::try_from(value) {
-            Ok(pb::EventType::Unspecified) | Err(_) => {
-                return Err(ValidationError::new(
-                    "event_types",
-                    format!("{value} is not an event type (EVENT_TYPE_ORDER_CREATED .. EVENT_TYPE_ORDER_CANCELLED)"),
-                ))
-            }
-            Ok(kind) => event_types.push(kind),
-        }
-    }
-    if !request.order_id.is_empty() {
-        OrderId::parse("order_id", &request.order_id)?;
-    }
-    Ok(Filter {
-        event_types,
-        order_id: request.order_id.clone(),
-    })
 }
