@@ -103,6 +103,32 @@ impl Service {
         start(&wrapper, binary_name, args.to_vec(), envs)
     }
 
+    /// Like `try_spawn`, with the files the process writes limited to
+    /// `max_file_bytes` (`RLIMIT_FSIZE`, through `prlimit`) and `SIGXFSZ`
+    /// ignored, so that a write past the limit fails with `EFBIG`, as on a
+    /// full disk.
+    pub fn try_spawn_file_limited(
+        binary_name: &str,
+        args: &[String],
+        max_file_bytes: u64,
+    ) -> Result<Self, StartFailure> {
+        // `sh -c` takes the binary as $0; `$1` is the limit, then the
+        // binary's own arguments (prlimit ends its options at the binary).
+        let args: Vec<String> = std::iter::once(format!("--fsize={max_file_bytes}"))
+            .chain(args.iter().cloned())
+            .collect();
+        Self::try_spawn_wrapped(
+            &[
+                "sh",
+                "-c",
+                r#"trap '' XFSZ; limit=$1; shift; exec prlimit "$limit" "$0" "$@""#,
+            ],
+            binary_name,
+            &args,
+            &[],
+        )
+    }
+
     /// Waits up to `within` for the process to exit on its own.
     pub fn wait_exit(&mut self, within: Duration) -> Option<ExitStatus> {
         let deadline = Instant::now() + within;

@@ -38,20 +38,10 @@ async fn a_full_disk_stops_the_replica_which_catches_up_after_a_restart() {
     let command = start_command_service(&dir.path().join("command"));
     let mut commands = command_client(&command).await;
     let data_dir = dir.path().join("query");
-    let limit = format!("--fsize={FILE_LIMIT}");
-    let mut limited = Service::try_spawn_wrapped(
-        &[
-            "sh",
-            "-c",
-            r#"trap '' XFSZ; limit=$1; shift; exec prlimit "$limit" "$0" "$@""#,
-            // `sh -c` takes the binary as $0; `$1` is this limit, then the
-            // binary's own arguments (prlimit ends its options at the binary).
-        ],
+    let mut limited = Service::try_spawn_file_limited(
         "query-service",
-        &std::iter::once(limit)
-            .chain(query_args(&data_dir, "127.0.0.1:0", &command.endpoint()))
-            .collect::<Vec<_>>(),
-        &[],
+        &query_args(&data_dir, "127.0.0.1:0", &command.endpoint()),
+        FILE_LIMIT,
     )
     .unwrap_or_else(|(logs, status)| panic!("no start ({status:?}):\n{}", logs.join("\n")));
 

@@ -15,20 +15,10 @@ const FILE_LIMIT: u64 = 3 * 1024 * 1024;
 async fn a_full_disk_stops_the_service_and_loses_nothing_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().join("command");
-    let limit = format!("--fsize={FILE_LIMIT}");
-    let mut limited = Service::try_spawn_wrapped(
-        &[
-            "sh",
-            "-c",
-            r#"trap '' XFSZ; limit=$1; shift; exec prlimit "$limit" "$0" "$@""#,
-            // `sh -c` takes the binary as $0; `$1` is this limit, then the
-            // binary's own arguments (prlimit ends its options at the binary).
-        ],
+    let mut limited = Service::try_spawn_file_limited(
         "command-service",
-        &std::iter::once(limit)
-            .chain(command_args(&data_dir, "127.0.0.1:0"))
-            .collect::<Vec<_>>(),
-        &[],
+        &command_args(&data_dir, "127.0.0.1:0"),
+        FILE_LIMIT,
     )
     .unwrap_or_else(|(logs, status)| panic!("no start ({status:?}):\n{}", logs.join("\n")));
     let mut client = command_client(&limited).await;
