@@ -21,7 +21,6 @@
 //! restarted on its storage and recovers from what is on disk.
 
 use std::sync::mpsc as std_mpsc;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use shared::domain::{Submission, Timestamp};
@@ -57,36 +56,34 @@ impl WriterHandle {
     }
 }
 
-/// The first storage failure of the process, once there is one.
+/// The first storage failure of the process, once there is one: kept in the
+/// watch that publishes it.
 #[derive(Clone)]
 pub struct Failure {
-    first: Arc<Mutex<Option<String>>>,
     published: watch::Sender<Option<String>>,
 }
 
 impl Failure {
     fn new() -> (Self, watch::Receiver<Option<String>>) {
         let (published, watched) = watch::channel(None);
-        let failure = Failure {
-            first: Arc::new(Mutex::new(None)),
-            published,
-        };
-        (failure, watched)
+        (Failure { published }, watched)
     }
 
     /// Records a failure (the first one is kept) and publishes it.
     fn set(&self, what: &str, error: &StoreError) {
-        let mut first = self.first.lock().expect("failure");
-        if first.is_none() {
+        self.published.send_if_modified(|first| {
+            if first.is_some() {
+                return false;
+            }
             let message = format!("{what}: {error}");
             tracing::error!("storage failure, no further command is accepted: {message}");
-            *first = Some(message.clone());
-            self.published.send_replace(Some(message));
-        }
+            *first = Some(message);
+            true
+        });
     }
 
     fn get(&self) -> Option<String> {
-        self.first.lock().expect("failure").clone()
+        self.published.borrow().clone()
     }
 
     fn refusal(&self) -> CommandError {
