@@ -103,8 +103,8 @@ impl Reader {
     /// sled's blob threshold would be a file of its own. That batch also
     /// removes the pending value, so no older batch is ever applied over it.
     pub(crate) fn commit(&self, writes: Writes) -> Result<(), StoreError> {
-        let pending = encode_writes(&writes.writes);
-        if pending.len() > PENDING_MAX_BYTES {
+        // Sized before encoding: a large batch is never encoded at all.
+        if encoded_len(&writes.writes) > PENDING_MAX_BYTES {
             let mut batch = sled::Batch::default();
             for (key, value) in writes.writes {
                 match value {
@@ -116,7 +116,8 @@ impl Reader {
             self.tree.apply_batch(batch)?;
             return Ok(());
         }
-        self.tree.insert(PENDING_KEY, pending)?;
+        self.tree
+            .insert(PENDING_KEY, encode_writes(&writes.writes))?;
         apply_writes(&self.tree, writes.writes)
     }
 
@@ -144,10 +145,7 @@ impl Writes {
     }
 }
 
-fn apply_writes(
-    tree: &sled::Tree,
-    writes: Vec<(Vec<u8>, Option<Bytes>)>,
-) -> Result<(), StoreError> {
+fn apply_writes(tree: &sled::Tree, writes: Vec<Write>) -> Result<(), StoreError> {
     for (key, value) in writes {
         match value {
             Some(value) => tree.insert(key, value)?,
@@ -158,12 +156,16 @@ fn apply_writes(
 }
 
 /// `[key length u32 LE][key][0 = remove | 1 = put][value length u32 LE][value]`...
-fn encode_writes(writes: &[Write]) -> Vec<u8> {
-    let size = writes
+/// The length of `encode_writes(writes)`, without encoding.
+fn encoded_len(writes: &[Write]) -> usize {
+    writes
         .iter()
-        .map(|(k, v)| 9 + k.len() + v.as_ref().map_or(0, |v| v.len()))
-        .sum();
-    let mut out = Vec::with_capacity(size);
+        .map(|(k, v)| 5 + k.len() + v.as_ref().map_or(0, |v| 4 + v.len()))
+        .sum()
+}
+
+fn encode_writes(writes: &[Write]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(encoded_len(writes));
     for (key, value) in writes {
         out.extend_from_slice(
             &u32::try_from(key.len())
@@ -310,6 +312,7 @@ mod pending_tests {
     #[test]
     fn writes_round_trip_through_their_encoding() {
         let w = writes(&[("k1", Some("v1")), ("k2", None), ("", Some(""))]).writes;
+        assert_eq!(encode_writes(&w).len(), encoded_len(&w));
         assert_eq!(decode_writes(&encode_writes(&w)).unwrap(), w);
         assert!(decode_writes(&[5, 0, 0, 0, b'a']).is_err());
     }
