@@ -29,6 +29,11 @@ const REBUILD_LOG_EVERY: Duration = Duration::from_secs(5);
 /// when no event arrives to be written.
 const FLUSH_CHECK_EVERY: Duration = Duration::from_secs(1);
 
+/// Batches of at most this many events are applied on the async worker (the
+/// live tail: tens of microseconds of sled inserts); larger ones on the
+/// blocking pool.
+const INLINE_APPLY_EVENTS: usize = 16;
+
 /// The first storage failure, published to whoever stops the service.
 #[derive(Clone)]
 pub struct Failure(Arc<watch::Sender<Option<String>>>);
@@ -242,7 +247,9 @@ impl Applier {
         }
     }
 
-    /// sled writes block: run them off the async workers.
+    /// sled writes block: a large batch (catch-up) runs off the async
+    /// workers; a small one (the live tail) runs here, since handing it to the
+    /// blocking pool and back costs two thread wake-ups, more than its writes.
     async fn apply_blocking(
         &self,
         events: Vec<RecordedEvent>,
@@ -250,6 +257,10 @@ impl Applier {
     ) -> Result<(Vec<RecordedEvent>, Result<Vec<OrderRow>, ApplyError>), Poison> {
         let target = Arc::clone(&self.target);
         let watchers = Arc::clone(&self.watchers);
+        if events.len() <= INLINE_APPLY_EVENTS {
+            let result = target.apply(&events, applied_at, |id| watchers.is_watched(id));
+            return Ok((events, result));
+        }
         let first = events.first().map_or(0, |e| e.position);
         tokio::task::spawn_blocking(move || {
             let result = target.apply(&events, applied_at, |id| watchers.is_watched(id));
