@@ -20,6 +20,7 @@ pub mod store;
 pub mod subscriber;
 pub mod upstream;
 pub mod watchers;
+pub mod web;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -50,6 +51,13 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
+    // Bound before anything is opened, so a taken port fails the start cleanly.
+    let dashboard = match &settings.web {
+        Some((addr, command_url)) => {
+            Some(web::bind(*addr, &listener, &settings.server, command_url).await?)
+        }
+        None => None,
+    };
     let (store, target) = Store::open(&settings.data_dir, settings.cache_bytes, settings.rebuild)?;
     let store = Arc::new(store);
     let served = store.active().checkpoint()?;
@@ -118,6 +126,12 @@ pub async fn run(
         stop_rx.clone(),
     ));
 
+    if let Some((web, endpoints)) = dashboard {
+        let mut stopping = stop_rx.clone();
+        tokio::spawn(web::serve(web, endpoints, async move {
+            let _ = stopping.wait_for(|s| *s).await;
+        }));
+    }
     let api = QueryApi {
         store: Arc::clone(&store),
         status,
