@@ -47,14 +47,14 @@ const EVENT_BUFFER: usize = 4096;
 /// streams, lets the applier finish its batch, flushes and returns (an error
 /// after a storage failure: crash-only, the process exits non-zero).
 pub async fn run(
-    settings: Settings,
+    mut settings: Settings,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
     // Bound before anything is opened, so a taken port fails the start cleanly.
-    let dashboard = match &settings.web {
+    let dashboard = match settings.web.clone() {
         Some((addr, command_url)) => {
-            Some(web::bind(*addr, &listener, &settings.server, command_url).await?)
+            Some(web::bind(addr, &listener, &mut settings.server, &command_url).await?)
         }
         None => None,
     };

@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use shared::server::web::CorsOrigins;
 use shared::server::ServerSettings;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -224,13 +225,14 @@ fn parse_head(head: &[u8]) -> (&[u8], &[u8], Option<&[u8]>) {
     (method, path, if_none_match)
 }
 
-/// Binds the dashboard's listener (logging `dashboard on http://ADDR/`) and
-/// says where the page finds the services: this query-service's gRPC
-/// `listener` (https when it serves TLS) and `command_url`.
+/// Binds the dashboard's listener (logging `dashboard on http://ADDR/`), lets
+/// its page call this service (its origin is added to `server.cors`), and says
+/// where the page finds the services: this query-service's gRPC `listener`
+/// (https when it serves TLS) and `command_url`.
 pub async fn bind(
     addr: SocketAddr,
     grpc: &TcpListener,
-    server: &ServerSettings,
+    server: &mut ServerSettings,
     command_url: &str,
 ) -> Result<(TcpListener, Endpoints), RunError> {
     let grpc = grpc.local_addr().map_err(RunError::Address)?;
@@ -244,11 +246,37 @@ pub async fn bind(
         .map_err(|e| RunError::Config(format!("cannot serve the dashboard on {addr}: {e}")))?;
     let bound = listener.local_addr().map_err(RunError::Address)?;
     tracing::info!("dashboard on http://{bound}/");
+    allow_own_origin(&mut server.cors, bound);
     let endpoints = Endpoints {
         query_url: format!("{scheme}://{grpc}"),
         command_url: command_url.to_owned(),
     };
     Ok((listener, endpoints))
+}
+
+/// Adds the dashboard's origin(s) to the allowed ones. An unspecified address
+/// (0.0.0.0) has no single origin: pages reached through it need `--cors-origin`.
+fn allow_own_origin(cors: &mut CorsOrigins, bound: SocketAddr) {
+    let ip = bound.ip();
+    if ip.is_unspecified() {
+        return;
+    }
+    let port = bound.port();
+    let mut own = vec![format!("http://{bound}")];
+    if ip.is_loopback() {
+        own.push(format!("http://localhost:{port}"));
+    }
+    match cors {
+        CorsOrigins::Any => {}
+        CorsOrigins::None => *cors = CorsOrigins::Exact(own),
+        CorsOrigins::Exact(origins) => {
+            for origin in own {
+                if !origins.contains(&origin) {
+                    origins.push(origin);
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -308,6 +336,31 @@ mod tests {
             site.reply(b"POST", b"/", None).status,
             "405 Method Not Allowed"
         );
+    }
+
+    #[test]
+    fn the_dashboards_own_origin_is_allowed() {
+        let local: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+        let mut cors = CorsOrigins::None;
+        allow_own_origin(&mut cors, local);
+        let own = ["http://127.0.0.1:8080", "http://localhost:8080"].map(String::from);
+        assert_eq!(cors, CorsOrigins::Exact(own.to_vec()));
+        let mut cors = CorsOrigins::Exact(vec!["https://ops.example".to_owned(), own[0].clone()]);
+        allow_own_origin(&mut cors, local);
+        assert_eq!(
+            cors,
+            CorsOrigins::Exact(vec![
+                "https://ops.example".to_owned(),
+                own[0].clone(),
+                own[1].clone()
+            ])
+        );
+        let mut any = CorsOrigins::Any;
+        allow_own_origin(&mut any, local);
+        assert_eq!(any, CorsOrigins::Any);
+        let mut none = CorsOrigins::None;
+        allow_own_origin(&mut none, "0.0.0.0:8080".parse().unwrap());
+        assert_eq!(none, CorsOrigins::None);
     }
 
     #[test]

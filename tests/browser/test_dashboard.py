@@ -41,7 +41,7 @@ TIMEOUT_MS = 10_000
 class Service:
     """A service process; its log is kept, and the bound addresses read from it."""
 
-    def __init__(self, binary, args, wait_for=LISTENING):
+    def __init__(self, binary, args, wait_for=("grpc",)):
         self.lines = []
         self.proc = subprocess.Popen(
             [str(binary), *args], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,

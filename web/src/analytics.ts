@@ -17,7 +17,8 @@ export async function refreshAnalytics(clients: Clients, minPosition = 0n): Prom
       a.daily.map((d) => ({
         label: d.date,
         value: Number(d.revenueCents),
-        text: `${money(d.revenueCents)} (${d.ordersPlaced} orders)`,
+        text: money(d.revenueCents),
+        title: `${d.date}: ${money(d.revenueCents)} from ${d.ordersPlaced} order(s)`,
       })),
     );
     bars(

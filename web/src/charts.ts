@@ -11,6 +11,8 @@ export interface Point {
   text?: string;
   /** A CSS class for the bar (e.g. a status colour). */
   kind?: string;
+  /** The tooltip; defaults to `label: text`. */
+  title?: string;
 }
 
 const WIDTH = 360;
@@ -51,7 +53,7 @@ export function bars(container: HTMLElement, points: Point[]): void {
           "data-label": p.label,
           "data-value": p.value,
         },
-        svg("title", {}, `${p.label}: ${text}`),
+        svg("title", {}, p.title ?? `${p.label}: ${text}`),
       ),
       svg("text", { x: labelWidth + width + 6, y: y + 15, class: "value" }, text),
     );
@@ -94,8 +96,10 @@ export function columns(container: HTMLElement, points: Point[]): void {
           "data-label": p.label,
           "data-value": p.value,
         },
-        svg("title", {}, `${p.label}: ${text}`),
+        svg("title", {}, p.title ?? `${p.label}: ${text}`),
       ),
+      svg("text", { x: x + slot * 0.35, y: height - h - 4, "text-anchor": "middle", class: "value" },
+        text),
       svg("text", { x: x + slot * 0.35, y: height + 14, "text-anchor": "middle", class: "label" },
         p.label.slice(5)),
     );
