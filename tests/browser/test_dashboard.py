@@ -110,10 +110,11 @@ def scenario(page, second, screenshot):
     results = []
 
     def check(name, fn):
+        started = time.monotonic()
         try:
             fn()
             results.append((name, None))
-            print(f"ok   {name}", flush=True)
+            print(f"ok   {name} ({time.monotonic() - started:.1f} s)", flush=True)
         except Exception as e:  # noqa: BLE001 - report every failure, then go on
             results.append((name, e))
             print(f"FAIL {name}: {e}", flush=True)
