@@ -281,6 +281,8 @@ fn allow_own_origin(cors: &mut CorsOrigins, bound: SocketAddr) {
 
 #[cfg(test)]
 mod tests {
+    use clap::Parser;
+
     use super::*;
 
     fn site() -> Site {
@@ -336,6 +338,64 @@ mod tests {
             site.reply(b"POST", b"/", None).status,
             "405 Method Not Allowed"
         );
+    }
+
+    /// One request over a real socket: the status line, the headers and the body.
+    async fn fetch(addr: SocketAddr, request: &str) -> (String, Vec<u8>) {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).await.unwrap();
+        let split = response.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+        let head = String::from_utf8(response[..split].to_vec()).unwrap();
+        (head, response[split + 4..].to_vec())
+    }
+
+    #[tokio::test]
+    async fn bound_on_port_zero_it_serves_until_shutdown() {
+        let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let config = crate::config::Config::try_parse_from(["query-service"]).unwrap();
+        let mut server = config.validate().unwrap().server;
+        let listen = "127.0.0.1:0".parse().unwrap();
+        let (listener, endpoints) = bind(listen, &grpc, &mut server, "http://cmd:1")
+            .await
+            .unwrap();
+        let addr = listener.local_addr().unwrap();
+        assert_eq!(
+            endpoints.query_url,
+            format!("http://{}", grpc.local_addr().unwrap())
+        );
+        assert_eq!(
+            server.cors,
+            CorsOrigins::Exact(vec![
+                format!("http://{addr}"),
+                format!("http://localhost:{}", addr.port())
+            ])
+        );
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let served = tokio::spawn(serve(listener, endpoints, async {
+            let _ = stopped.await;
+        }));
+
+        let (head, body) = fetch(addr, "GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
+        assert!(
+            head.contains("content-type: text/html; charset=utf-8"),
+            "{head}"
+        );
+        assert_eq!(body, include_bytes!("../web/dist/index.html"));
+        let (head, body) = fetch(addr, "HEAD /config.json HTTP/1.1\r\n\r\n").await;
+        assert!(
+            head.starts_with("HTTP/1.1 200 OK") && body.is_empty(),
+            "{head}"
+        );
+        let (_, body) = fetch(addr, "GET /config.json HTTP/1.1\r\n\r\n").await;
+        let config: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(config["commandUrl"], "http://cmd:1");
+
+        stop.send(()).unwrap();
+        served.await.unwrap();
+        assert!(TcpStream::connect(addr).await.is_err());
     }
 
     #[test]

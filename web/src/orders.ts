@@ -11,6 +11,8 @@ export class OrdersTable {
   private tokens: string[] = [""];
   private next = "";
   private status = OrderStatus.UNSPECIFIED;
+  /** Counts loads, so an answer overtaken by a later load (another filter or page) is dropped. */
+  private loads = 0;
 
   constructor(
     private readonly clients: Clients,
@@ -35,6 +37,7 @@ export class OrdersTable {
   /** Loads the current page again; `minPosition` waits for a command's effect. */
   async refresh(minPosition = 0n): Promise<void> {
     const error = byId("orders-error");
+    const load = ++this.loads;
     try {
       const page = await this.clients.query.listRecentOrders({
         pageSize: PAGE_SIZE,
@@ -42,6 +45,7 @@ export class OrdersTable {
         status: this.status,
         minPosition,
       });
+      if (load !== this.loads) return;
       this.next = page.nextPageToken;
       byId("orders-body").replaceChildren(
         ...page.orders.map((o) => {
@@ -67,7 +71,7 @@ export class OrdersTable {
       byId("orders-page").textContent = `page ${this.tokens.length}`;
       showError(error, null);
     } catch (e) {
-      showError(error, errorText(e));
+      if (load === this.loads) showError(error, errorText(e));
     }
   }
 }
