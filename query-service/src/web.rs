@@ -245,8 +245,9 @@ pub async fn bind(
         .await
         .map_err(|e| RunError::Config(format!("cannot serve the dashboard on {addr}: {e}")))?;
     let bound = listener.local_addr().map_err(RunError::Address)?;
-    tracing::info!("dashboard on http://{bound}/");
     allow_own_origin(&mut server.cors, bound);
+    // The effective CORS origins, now with the dashboard's own.
+    tracing::info!(cors_origin = %server.cors, "dashboard on http://{bound}/");
     let endpoints = Endpoints {
         query_url: format!("{scheme}://{grpc}"),
         command_url: command_url.to_owned(),
