@@ -92,6 +92,16 @@ pub struct Config {
     #[arg(long, env = "QUERY_COMMAND_TLS_DOMAIN", requires = "command_ca_file")]
     pub command_tls_domain: Option<String>,
 
+    /// Serve the dashboard (a web page over both services' gRPC-Web) on this
+    /// address; off when unset. Port 0 picks a free port (logged as `dashboard on`).
+    #[arg(long, env = "QUERY_WEB_LISTEN")]
+    pub web_listen: Option<SocketAddr>,
+
+    /// command-service's URL as the dashboard's browser reaches it (default:
+    /// --command-endpoint).
+    #[arg(long, env = "QUERY_WEB_COMMAND_URL", value_parser = parse_endpoint)]
+    pub web_command_url: Option<String>,
+
     #[command(flatten)]
     pub server: ServerFlags<QueryEnv>,
 }
@@ -109,6 +119,8 @@ pub struct Settings {
     pub ready_max_lag: u64,
     pub max_watchers_per_order: usize,
     pub max_watchers: usize,
+    /// The dashboard's address and command-service's browser URL, with --web-listen.
+    pub web: Option<(SocketAddr, String)>,
     pub server: ServerSettings,
 }
 
@@ -145,6 +157,10 @@ impl Config {
             ready_max_lag: self.ready_max_lag,
             max_watchers_per_order: count(self.max_watchers_per_order),
             max_watchers: count(self.max_watchers),
+            web: self.web_listen.map(|addr| {
+                let url = self.web_command_url.as_ref();
+                (addr, url.unwrap_or(&self.command_endpoint).clone())
+            }),
             server,
         })
     }
@@ -194,6 +210,35 @@ mod tests {
             (16, 10_000)
         );
         assert_eq!(settings.ready_max_lag, 1000);
+        assert!(settings.web.is_none());
+    }
+
+    #[test]
+    fn the_dashboard_reaches_the_command_side_at_its_endpoint_unless_told_otherwise() {
+        let parse = |args: &[&str]| {
+            let config = Config::try_parse_from([&["query-service"], args].concat()).unwrap();
+            config.validate().unwrap().web
+        };
+        let web = "127.0.0.1:8080".parse().unwrap();
+        assert_eq!(
+            parse(&[
+                "--web-listen",
+                "127.0.0.1:8080",
+                "--command-endpoint",
+                "http://10.0.0.1:1"
+            ]),
+            Some((web, "http://10.0.0.1:1".to_owned()))
+        );
+        assert_eq!(
+            parse(&[
+                "--web-listen",
+                "127.0.0.1:8080",
+                "--web-command-url",
+                "https://cmd.example"
+            ]),
+            Some((web, "https://cmd.example".to_owned()))
+        );
+        assert!(Config::try_parse_from(["query-service", "--web-command-url", "nope"]).is_err());
     }
 
     #[test]

@@ -20,6 +20,7 @@ pub mod store;
 pub mod subscriber;
 pub mod upstream;
 pub mod watchers;
+pub mod web;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -46,10 +47,17 @@ const EVENT_BUFFER: usize = 4096;
 /// streams, lets the applier finish its batch, flushes and returns (an error
 /// after a storage failure: crash-only, the process exits non-zero).
 pub async fn run(
-    settings: Settings,
+    mut settings: Settings,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
+    // Bound before anything is opened, so a taken port fails the start cleanly.
+    let dashboard = match settings.web.clone() {
+        Some((addr, command_url)) => {
+            Some(web::bind(addr, &listener, &mut settings.server, &command_url).await?)
+        }
+        None => None,
+    };
     let (store, target) = Store::open(&settings.data_dir, settings.cache_bytes, settings.rebuild)?;
     let store = Arc::new(store);
     let served = store.active().checkpoint()?;
@@ -118,6 +126,12 @@ pub async fn run(
         stop_rx.clone(),
     ));
 
+    if let Some((web, endpoints)) = dashboard {
+        let mut stopping = stop_rx.clone();
+        tokio::spawn(web::serve(web, endpoints, async move {
+            let _ = stopping.wait_for(|s| *s).await;
+        }));
+    }
     let api = QueryApi {
         store: Arc::clone(&store),
         status,

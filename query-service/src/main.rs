@@ -34,6 +34,8 @@ async fn main() -> ExitCode {
         query_auth = server.auth_token.is_some() || server.auth_token_file.is_some(),
         subscribe_token = config.subscribe_token.is_some() || config.subscribe_token_file.is_some(),
         command_ca_file = ?config.command_ca_file,
+        web_listen = ?config.web_listen,
+        web_command_url = ?config.web_command_url,
         server = %server,
         "effective configuration"
     );

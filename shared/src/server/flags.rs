@@ -30,6 +30,7 @@ pub trait ServerEnv: Debug + Clone + Send + Sync + 'static {
     const KEEPALIVE_TIMEOUT_MS: &'static str;
     const METRICS_LISTEN: &'static str;
     const SHUTDOWN_GRACE_MS: &'static str;
+    const CORS_ORIGIN: &'static str;
 }
 
 /// Declares a marker type naming the common flags' environment variables
@@ -59,6 +60,7 @@ macro_rules! server_env {
             const KEEPALIVE_TIMEOUT_MS: &'static str = concat!($prefix, "_KEEPALIVE_TIMEOUT_MS");
             const METRICS_LISTEN: &'static str = concat!($prefix, "_METRICS_LISTEN");
             const SHUTDOWN_GRACE_MS: &'static str = concat!($prefix, "_SHUTDOWN_GRACE_MS");
+            const CORS_ORIGIN: &'static str = concat!($prefix, "_CORS_ORIGIN");
         }
     };
 }
@@ -143,6 +145,13 @@ pub struct ServerFlags<E: ServerEnv> {
           value_parser = clap::value_parser!(u64).range(0..=600_000))]
     pub shutdown_grace_ms: u64,
 
+    /// Browser pages of this origin may call the API over gRPC-Web, e.g.
+    /// `http://127.0.0.1:8080` (repeat the flag or separate with commas; `*`
+    /// alone: any origin). Unset: none (no CORS headers; browsers refuse pages
+    /// of other origins). gRPC-Web itself is always served on the gRPC port.
+    #[arg(long, env = E::CORS_ORIGIN, value_delimiter = ',', value_name = "ORIGIN")]
+    pub cors_origin: Vec<String>,
+
     #[arg(skip)]
     _env: PhantomData<E>,
 }
@@ -155,7 +164,8 @@ impl<E: ServerEnv> std::fmt::Display for ServerFlags<E> {
             f,
             "log_level={} log_format={:?} tls={} max_message_bytes={} request_timeout_ms={} \
              max_concurrent_streams={} max_requests_per_connection={} max_connections={} \
-             keepalive_interval_ms={} keepalive_timeout_ms={} shutdown_grace_ms={} metrics_listen=",
+             keepalive_interval_ms={} keepalive_timeout_ms={} shutdown_grace_ms={} cors_origin={} \
+             metrics_listen=",
             self.log_level,
             self.log_format,
             self.tls_cert.is_some(),
@@ -167,6 +177,11 @@ impl<E: ServerEnv> std::fmt::Display for ServerFlags<E> {
             self.keepalive_interval_ms,
             self.keepalive_timeout_ms,
             self.shutdown_grace_ms,
+            if self.cors_origin.is_empty() {
+                "none".to_owned()
+            } else {
+                self.cors_origin.join(",")
+            },
         )?;
         match self.metrics_listen {
             Some(addr) => write!(f, "{addr}"),
@@ -209,6 +224,26 @@ mod tests {
             Some("TESTSVC_METRICS_LISTEN")
         );
         assert_eq!(env("tls_key").as_deref(), Some("TESTSVC_TLS_KEY"));
+        assert_eq!(env("cors_origin").as_deref(), Some("TESTSVC_CORS_ORIGIN"));
+    }
+
+    #[test]
+    fn cors_origins_repeat_or_split_at_commas_and_default_to_none() {
+        let config = Config::try_parse_from(["svc"]).unwrap();
+        assert!(config.server.cors_origin.is_empty());
+        assert!(config.server.to_string().contains("cors_origin=none"));
+        let config = Config::try_parse_from([
+            "svc",
+            "--cors-origin",
+            "http://a.example,http://b.example",
+            "--cors-origin",
+            "https://c.example",
+        ])
+        .unwrap();
+        assert_eq!(
+            config.server.cors_origin,
+            ["http://a.example", "http://b.example", "https://c.example"]
+        );
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! gRPC server plumbing both services use: the common flags and their
 //! validated settings, the `serve` skeleton, bearer-token auth, connection
 //! limits, per-RPC spans and metrics, TLS configuration, server reflection, the
-//! bounded shutdown drain and the Prometheus endpoint.
+//! bounded shutdown drain, the Prometheus endpoint, and gRPC-Web with CORS for
+//! browsers.
 
 pub mod auth;
 pub mod connections;
@@ -13,6 +14,7 @@ pub mod serve;
 pub mod settings;
 pub mod shutdown;
 pub mod tls;
+pub mod web;
 
 pub use flags::{ServerEnv, ServerFlags};
 pub use serve::{serve, Api, ServeError};

@@ -1,7 +1,7 @@
 //! The server skeleton both services run: health, reflection, the `/metrics`
 //! endpoint, the builder with its limits and keepalive, the layers (metrics and
-//! spans, over-size mapping, auth), TLS, the connection limit, and the
-//! graceful drain bounded by `--shutdown-grace-ms`. A service brings its routes
+//! spans, over-size mapping, auth), gRPC-Web and CORS for browsers, TLS, the
+//! connection limit, and the graceful drain bounded by `--shutdown-grace-ms`. A service brings its routes
 //! and its metric names; everything else is the same for both.
 
 use std::future::Future;
@@ -17,6 +17,7 @@ use crate::server::auth::AuthLayer;
 use crate::server::observe::{ObserveLayer, RpcMetrics};
 use crate::server::settings::ServerSettings;
 use crate::server::shutdown::{drain_within, Drained};
+use crate::server::web::CorsOrigins;
 
 /// What one service brings to [`serve`].
 pub struct Api {
@@ -162,7 +163,12 @@ async fn serve_bound(
             stop.send_replace(true);
         }
     };
+    if settings.cors == CorsOrigins::Any {
+        tracing::warn!("--cors-origin *: browser pages of every origin may call the API");
+    }
     let mut server = tonic::transport::Server::builder()
+        // gRPC-Web from browsers (HTTP/1.1 or HTTP/2); see server/web.rs.
+        .accept_http1(true)
         .timeout(settings.request_timeout)
         .max_concurrent_streams(settings.max_concurrent_streams)
         .concurrency_limit_per_connection(settings.max_requests_per_connection)
@@ -173,6 +179,10 @@ async fn serve_bound(
         server = server.tls_config(tls)?;
     }
     let serving = server
+        // Outermost: answers CORS preflights, then turns gRPC-Web into gRPC so
+        // every layer below sees a gRPC request.
+        .layer(tower::util::option_layer(settings.cors.layer()))
+        .layer(tonic_web::GrpcWebLayer::new())
         .layer(ObserveLayer::new(
             api.name,
             crate::server::reflection::methods(api.name),

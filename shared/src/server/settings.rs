@@ -10,6 +10,7 @@ use tonic::transport::ServerTlsConfig;
 
 use crate::server::auth::{self, AuthPolicy, Rule};
 use crate::server::flags::{ServerEnv, ServerFlags};
+use crate::server::web::CorsOrigins;
 
 /// Ready-to-use server settings; built only by [`ServerSettings::from_flags`].
 #[derive(Clone)]
@@ -26,6 +27,8 @@ pub struct ServerSettings {
     pub shutdown_grace: Duration,
     /// The installed Prometheus recorder and where to serve it, with --metrics-listen.
     pub metrics: Option<(PrometheusHandle, SocketAddr)>,
+    /// The origins whose browser pages may call the API (gRPC-Web), from --cors-origin.
+    pub cors: CorsOrigins,
 }
 
 impl std::fmt::Debug for ServerSettings {
@@ -38,6 +41,7 @@ impl std::fmt::Debug for ServerSettings {
             .field("max_connections", &self.max_connections)
             .field("keepalive_interval", &self.keepalive_interval)
             .field("metrics", &self.metrics.as_ref().map(|(_, addr)| addr))
+            .field("cors", &self.cors)
             .finish_non_exhaustive()
     }
 }
@@ -79,6 +83,7 @@ impl ServerSettings {
             },
             rules,
         )?;
+        let cors = CorsOrigins::parse(&flags.cors_origin)?;
         let metrics = match flags.metrics_listen {
             Some(addr) => Some((crate::server::metrics::install()?, addr)),
             None => None,
@@ -95,6 +100,7 @@ impl ServerSettings {
             keepalive_timeout: Duration::from_millis(flags.keepalive_timeout_ms),
             shutdown_grace: Duration::from_millis(flags.shutdown_grace_ms),
             metrics,
+            cors,
         })
     }
 
@@ -153,5 +159,17 @@ mod tests {
         let error =
             settings(&["--tls-cert", "/nonexistent/c.pem", "--tls-key", "k.pem"]).unwrap_err();
         assert!(error.contains("/nonexistent/c.pem"), "{error}");
+    }
+
+    #[test]
+    fn cors_origins_are_validated_at_start() {
+        assert_eq!(settings(&[]).unwrap().cors, CorsOrigins::None);
+        let ok = settings(&["--cors-origin", "http://127.0.0.1:8080"]).unwrap();
+        assert_eq!(
+            ok.cors,
+            CorsOrigins::Exact(vec!["http://127.0.0.1:8080".to_owned()])
+        );
+        let error = settings(&["--cors-origin", "http://127.0.0.1:8080/"]).unwrap_err();
+        assert!(error.contains("--cors-origin"), "{error}");
     }
 }

@@ -1,0 +1,27 @@
+// The projection's status panel: applied vs head, lag, upstream connection,
+// and the poison-event error when applying has stopped.
+import type { GetProjectionStatusResponse } from "./gen/orders/v1/query_service_pb";
+import { byId, showError, when } from "./dom";
+
+export function renderStatus(s: GetProjectionStatusResponse): void {
+  byId("status-applied").textContent = String(s.appliedPosition);
+  byId("status-head").textContent = String(s.headPosition);
+  byId("status-lag").textContent = String(s.lag);
+  const connected = byId("status-connected");
+  connected.textContent = s.connected ? "connected" : "disconnected";
+  connected.className = s.connected ? "ok" : "bad";
+  byId("status-last-applied").textContent = when(s.lastAppliedAt) || "never";
+  byId("status").dataset.state = s.error ? "stopped" : s.connected ? "ok" : "disconnected";
+  showError(byId("status-error"), s.error ? `applying stopped: ${s.error}` : null);
+  // PARKED: the count of parked events (ProjectionAdminService.ListParkedEvents)
+  // goes into #status-parked here once the admin service is merged.
+}
+
+/** query-service itself cannot be reached. */
+export function renderUnreachable(message: string): void {
+  byId("status").dataset.state = "unreachable";
+  const connected = byId("status-connected");
+  connected.textContent = "query-service unreachable";
+  connected.className = "bad";
+  showError(byId("status-error"), message);
+}
