@@ -5,6 +5,7 @@
 //! queries, both server streams, CORS preflights for allowed and other
 //! origins, and bearer tokens.
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -13,12 +14,13 @@ use e2e::auth::{COMMAND_TOKEN, QUERY_TOKEN};
 use e2e::commands::{add, create_request};
 use e2e::{command_args, item, pb, query_args, Service};
 use http::{HeaderMap, Method, Request, StatusCode, Version};
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use prost::Message;
 use tempfile::TempDir;
 use tokio::net::TcpStream;
+use tokio_stream::wrappers::ReceiverStream;
 
 const ALLOWED: &str = "http://127.0.0.1:8080";
 const OTHER: &str = "http://evil.example";
@@ -45,6 +47,18 @@ struct WebResponse {
 }
 
 impl WebResponse {
+    fn new(response: http::Response<Incoming>) -> Self {
+        let (parts, body) = response.into_parts();
+        WebResponse {
+            status: parts.status,
+            version: parts.version,
+            headers: parts.headers,
+            body,
+            buf: BytesMut::new(),
+            trailers: None,
+        }
+    }
+
     /// The next whole frame, or `None` at the end of the body.
     async fn next_frame(&mut self) -> Option<Frame> {
         loop {
@@ -158,15 +172,7 @@ async fn send(addr: SocketAddr, request: Request<Full<Bytes>>) -> WebResponse {
         .await
         .expect("a response in time")
         .expect("an HTTP response");
-    let (parts, body) = response.into_parts();
-    WebResponse {
-        status: parts.status,
-        version: parts.version,
-        headers: parts.headers,
-        body,
-        buf: BytesMut::new(),
-        trailers: None,
-    }
+    WebResponse::new(response)
 }
 
 /// A gRPC-Web call of `path` (`/orders.v1.CommandService/CreateOrder`) with
@@ -603,6 +609,113 @@ async fn bearer_tokens_guard_grpc_web_calls_like_grpc_ones() {
     .await
     .expect("GetOrder with the token");
     assert_eq!(got.order.map(|o| o.version), Some(1));
+}
+
+/// A request body fed through a channel.
+type SlowBody = StreamBody<ReceiverStream<Result<hyper::body::Frame<Bytes>, Infallible>>>;
+
+/// A gRPC-Web request whose body is sent `delay` after its headers, as a
+/// client that writes them separately does.
+fn slow_body_request(
+    addr: SocketAddr,
+    path: &str,
+    message: &impl Message,
+    token: Option<&str>,
+    delay: Duration,
+) -> Request<SlowBody> {
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    let body = framed(message);
+    tokio::spawn(async move {
+        tokio::time::sleep(delay).await;
+        let _ = tx.send(Ok(hyper::body::Frame::data(body))).await;
+    });
+    let mut request = Request::builder()
+        .method(Method::POST)
+        .uri(path)
+        .header("host", addr.to_string())
+        .header("content-type", "application/grpc-web+proto")
+        .header("x-grpc-web", "1");
+    if let Some(token) = token {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    request
+        .body(StreamBody::new(ReceiverStream::new(rx)))
+        .unwrap()
+}
+
+/// Over HTTP/1.1 a refusal that needs no body (auth) is still given only
+/// once the body is read: the client is not cut off while sending it, and the
+/// connection stays usable for the next request. A body too large to be one
+/// message is refused with RESOURCE_EXHAUSTED.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_refusal_over_http1_waits_for_the_body_and_keeps_the_connection() {
+    let dir = TempDir::new().unwrap();
+    let command = Service::spawn(
+        "command-service",
+        &with(
+            command_args(dir.path(), "127.0.0.1:0"),
+            &["--auth-token", COMMAND_TOKEN, "--max-message-bytes", "1024"],
+        ),
+        &[],
+    );
+    let stream = TcpStream::connect(command.addr).await.expect("connect");
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("HTTP/1.1 handshake");
+    tokio::spawn(connection);
+    let delay = Duration::from_millis(300);
+    let started = std::time::Instant::now();
+    let refused = sender
+        .send_request(slow_body_request(
+            command.addr,
+            CREATE,
+            &create_request("slow-1"),
+            None,
+            delay,
+        ))
+        .await
+        .expect("an answer, not a broken connection");
+    let (_, code, _) = WebResponse::new(refused)
+        .finish::<pb::CreateOrderResponse>()
+        .await;
+    assert_eq!(code, tonic::Code::Unauthenticated as i32);
+    assert!(started.elapsed() >= delay, "answered before the body came");
+
+    sender.ready().await.expect("the connection is kept");
+    let created = sender
+        .send_request(slow_body_request(
+            command.addr,
+            CREATE,
+            &create_request("slow-1"),
+            Some(COMMAND_TOKEN),
+            Duration::ZERO,
+        ))
+        .await
+        .expect("the second request on the same connection");
+    let (messages, code, message) = WebResponse::new(created)
+        .finish::<pb::CreateOrderResponse>()
+        .await;
+    assert_eq!(code, 0, "{message}");
+    assert_eq!(messages[0].version, 1);
+
+    let bearer = format!("Bearer {COMMAND_TOKEN}");
+    let oversize = pb::CreateOrderRequest {
+        customer_id: "c".repeat(4096),
+        ..create_request("big-1")
+    };
+    let refused = unary::<pb::CreateOrderResponse>(
+        command.addr,
+        CREATE,
+        &oversize,
+        &[("authorization", &bearer)],
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(
+        refused.0,
+        tonic::Code::ResourceExhausted as i32,
+        "{refused:?}"
+    );
 }
 
 #[test]

@@ -17,7 +17,7 @@ use crate::server::auth::AuthLayer;
 use crate::server::observe::{ObserveLayer, RpcMetrics};
 use crate::server::settings::ServerSettings;
 use crate::server::shutdown::{drain_within, Drained};
-use crate::server::web::CorsOrigins;
+use crate::server::web::{CorsOrigins, Http1BodyLayer};
 
 /// What one service brings to [`serve`].
 pub struct Api {
@@ -182,6 +182,7 @@ async fn serve_bound(
         // Outermost: answers CORS preflights, then turns gRPC-Web into gRPC so
         // every layer below sees a gRPC request.
         .layer(tower::util::option_layer(settings.cors.layer()))
+        .layer(Http1BodyLayer::new(settings.max_message_bytes))
         .layer(tonic_web::GrpcWebLayer::new())
         .layer(ObserveLayer::new(
             api.name,

@@ -16,10 +16,22 @@
 //! it is answered without `access-control-allow-origin`, so the browser refuses.
 //! Credentials (cookies) are never allowed: the API takes its token in the
 //! `authorization` header, which a page must set itself.
+//!
+//! Over HTTP/1.1 a request's body is read whole ([`Http1BodyLayer`]) before
+//! any layer answers: an answer given before the body is read (auth's
+//! UNAUTHENTICATED) would make hyper close the connection under a client still
+//! sending it, which then sees a broken pipe instead of the status. gRPC-Web
+//! requests are one message, so nothing streams that way.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use http::{HeaderName, HeaderValue, Method};
+use http::{HeaderName, HeaderValue, Method, Request, Response, Version};
+use http_body_util::{BodyExt, Full, Limited};
+use tonic::body::Body;
+use tower::{Layer, Service};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 /// Request headers a gRPC-Web client may send from another origin.
@@ -119,6 +131,104 @@ impl std::fmt::Display for CorsOrigins {
             CorsOrigins::Exact(origins) => f.write_str(&origins.join(",")),
         }
     }
+}
+
+/// Reads the body of an HTTP/1.x request whole, up to a bound, before the
+/// inner service sees it (HTTP/2 requests pass untouched). A larger body is
+/// refused with RESOURCE_EXHAUSTED (trailers only, gRPC-Web).
+#[derive(Debug, Clone, Copy)]
+pub struct Http1BodyLayer {
+    max_body_bytes: usize,
+}
+
+impl Http1BodyLayer {
+    /// Bounds a body to what carries one message of `max_message_bytes`, as
+    /// binary or base64 (`grpc-web-text`) gRPC-Web; a body between that
+    /// message size and this bound still reaches the codec, which refuses it.
+    pub fn new(max_message_bytes: usize) -> Self {
+        Http1BodyLayer {
+            max_body_bytes: max_message_bytes.saturating_add(5).saturating_mul(4) / 3 + 8,
+        }
+    }
+}
+
+impl<S> Layer<S> for Http1BodyLayer {
+    type Service = Http1Body<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Http1Body {
+            inner,
+            max_body_bytes: self.max_body_bytes,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Http1Body<S> {
+    inner: S,
+    max_body_bytes: usize,
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+impl<S> Service<Request<Body>> for Http1Body<S>
+where
+    S: Service<Request<Body>, Response = Response<Body>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+{
+    type Response = Response<Body>;
+    type Error = S::Error;
+    type Future = BoxFuture<Result<Response<Body>, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<Body>) -> Self::Future {
+        if request.version() >= Version::HTTP_2 {
+            return Box::pin(self.inner.call(request));
+        }
+        // The ready service goes with this request; a clone waits for the next.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let max = self.max_body_bytes;
+        Box::pin(async move {
+            let (parts, body) = request.into_parts();
+            match Limited::new(body, max).collect().await {
+                Ok(whole) => {
+                    let body = Body::new(Full::new(whole.to_bytes()));
+                    inner.call(Request::from_parts(parts, body)).await
+                }
+                Err(error) => {
+                    let too_large = error.is::<http_body_util::LengthLimitError>();
+                    Ok(refusal(too_large, max))
+                }
+            }
+        })
+    }
+}
+
+/// A trailers-only gRPC-Web answer for a body that could not be read whole.
+fn refusal(too_large: bool, max: usize) -> Response<Body> {
+    let (code, message) = if too_large {
+        (
+            tonic::Code::ResourceExhausted,
+            format!("the request body is over {max} bytes (--max-message-bytes)"),
+        )
+    } else {
+        (
+            tonic::Code::Cancelled,
+            "the request body could not be read".to_owned(),
+        )
+    };
+    let status = tonic::Status::new(code, message);
+    let mut response = status.into_http::<Body>();
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc-web+proto"),
+    );
+    response
 }
 
 /// `value` if it is an origin exactly as a browser sends it in `Origin`:
