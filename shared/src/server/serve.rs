@@ -30,6 +30,9 @@ pub struct Api {
     /// When set, the service's name is reported SERVING only while this says
     /// `true` (readiness); otherwise from the start until stopped.
     ready: Option<watch::Receiver<bool>>,
+    /// Further gRPC services of the binary (`Api::add_service`): advertised by
+    /// reflection and reported SERVING on health until stopped.
+    more: Vec<&'static str>,
 }
 
 impl Api {
@@ -40,7 +43,29 @@ impl Api {
             metrics,
             health: HealthReporter::new(),
             ready: None,
+            more: Vec::new(),
         }
+    }
+
+    /// Serves `service` beside the main one, behind the same layers (auth,
+    /// limits); the RPC metrics observe the main service only.
+    #[must_use]
+    pub fn add_service<S>(mut self, service: S) -> Self
+    where
+        S: tower::Service<
+                http::Request<tonic::body::Body>,
+                Response = http::Response<tonic::body::Body>,
+                Error = std::convert::Infallible,
+            > + tonic::server::NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        self.routes = self.routes.add_service(service);
+        self.more.push(S::NAME);
+        self
     }
 
     /// Reports the service's name (what readiness probes ask) SERVING only
@@ -134,7 +159,15 @@ async fn serve_bound(
             ));
         }
     }
-    let reflection = || crate::server::reflection::builder(api.name);
+    for name in &api.more {
+        health
+            .set_service_status(*name, ServingStatus::Serving)
+            .await;
+    }
+    let names: Vec<&str> = std::iter::once(api.name)
+        .chain(api.more.iter().copied())
+        .collect();
+    let reflection = || crate::server::reflection::builder(&names);
     let routes = api
         .routes
         .add_service(health_service)
@@ -147,14 +180,17 @@ async fn serve_bound(
         settings.tls.is_some(),
     );
     let name = api.name;
+    let more = api.more;
     let signal = {
         let stop = stop.clone();
         async move {
             shutdown.await;
             tracing::info!("stopping: no new connections; finishing in-flight requests");
-            health
-                .set_service_status(name, ServingStatus::NotServing)
-                .await;
+            for name in std::iter::once(name).chain(more) {
+                health
+                    .set_service_status(name, ServingStatus::NotServing)
+                    .await;
+            }
             health
                 .set_service_status("", ServingStatus::NotServing)
                 .await;
