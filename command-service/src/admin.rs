@@ -102,9 +102,9 @@ fn stream_backup(
         }
         send_chunk(&mut chunk)
     });
-    let counts = match read {
+    let read = match read {
         Ok(Some(_)) if !chunk.is_empty() && !send_chunk(&mut chunk) => return,
-        Ok(Some(counts)) => counts,
+        Ok(Some(read)) => read,
         Ok(None) if stopped => {
             let _ = sender.blocking_send(Err(CommandError::ShuttingDown.into()));
             return;
@@ -115,9 +115,11 @@ fn stream_backup(
             return;
         }
     };
+    let counts = read.counts;
     tracing::info!(
         position,
         entries = counts.total(),
+        rebuilt_orders = read.rebuilt_orders,
         elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
         "backup streamed"
     );

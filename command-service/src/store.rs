@@ -44,7 +44,7 @@ use crate::error::StoreError;
 use crate::wal::{self, Record, Ticket, Wal};
 
 mod backup;
-pub use backup::{EntryCounts, Restoring};
+pub use backup::{BackupRead, EntryCounts, Restoring};
 
 /// The outcome of a command, as remembered for idempotent retries.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -56,6 +56,14 @@ impl EntryCounts {
     }
 }
 
+/// What `Store::backup` passed on.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BackupRead {
+    pub counts: EntryCounts,
+    /// Order snapshots newer than the position, rebuilt from their events.
+    pub rebuilt_orders: u64,
+}
+
 impl Store {
     /// Passes every entry of the state at `position` (a published head) to
     /// `sink`, which returns `false` to stop early (then `Ok(None)`).
@@ -64,8 +72,9 @@ impl Store {
         &self,
         position: u64,
         sink: &mut dyn FnMut(&[u8], &[u8]) -> bool,
-    ) -> Result<Option<EntryCounts>, StoreError> {
+    ) -> Result<Option<BackupRead>, StoreError> {
         let mut counts = EntryCounts::default();
+        let mut rebuilt_orders = 0;
         let mut emit = |key: &[u8], value: &[u8]| {
             counts.add(key);
             sink(key, value)
@@ -114,7 +123,10 @@ impl Store {
             let kept = match made_at {
                 Some(at) if at <= position => emit(&key, &value),
                 _ => match self.order_as_of(&id, position)? {
-                    Some(order) => emit(&key, &codec::encode_snapshot(&order)),
+                    Some(order) => {
+                        rebuilt_orders += 1;
+                        emit(&key, &codec::encode_snapshot(&order))
+                    }
                     None => true,
                 },
             };
@@ -122,7 +134,10 @@ impl Store {
                 return Ok(None);
             }
         }
-        Ok(Some(counts))
+        Ok(Some(BackupRead {
+            counts,
+            rebuilt_orders,
+        }))
     }
 
     /// The order `id` as its events up to `position` made it; `None` when it
@@ -253,5 +268,165 @@ impl Restoring {
                 .map_err(|e| other(sled::Error::Io(e).into()))?;
         }
         Ok(store)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, HashSet};
+
+    use shared::domain::{Submission, Timestamp};
+    use shared::proto as pb;
+
+    use super::*;
+    use crate::decide::Group;
+    use crate::wal::Record;
+
+    fn line(sku: &str, quantity: u32) -> Option<pb::LineItem> {
+        Some(pb::LineItem {
+            sku: sku.into(),
+            quantity,
+            unit_price_cents: 25,
+        })
+    }
+
+    /// `groups` group commits of three commands each on eleven orders
+    /// (created, then added to), each with a command id, decided against
+    /// `store` and committed there. Returns the records, in order.
+    fn write_groups(store: &Store, groups: usize) -> Vec<Record> {
+        let mut created = HashSet::new();
+        let mut records = Vec::new();
+        for g in 0..groups {
+            let mut group = Group::new(store.head().unwrap() + 1);
+            for j in 0..3 {
+                let order = format!("o-{}", (g * 3 + j) % 11);
+                let key = format!("k-{g}-{j}");
+                let submission = if created.insert(order.clone()) {
+                    Submission::try_from(&pb::CreateOrderRequest {
+                        order_id: order,
+                        customer_id: "cust".into(),
+                        items: line("a", 1).into_iter().collect(),
+                        currency: String::new(),
+                        command_id: key,
+                    })
+                } else {
+                    Submission::try_from(&pb::AddItemRequest {
+                        order_id: order,
+                        item: line("b", 2),
+                        expected_version: None,
+                        command_id: key,
+                    })
+                };
+                group
+                    .decide(store, submission.unwrap(), Timestamp::from_micros(1))
+                    .unwrap();
+            }
+            let decided = group.finish().unwrap();
+            let record = Store::record(
+                &decided.batch,
+                decided.first_position,
+                decided.last_position,
+            );
+            store.commit(&record).unwrap();
+            records.push(record);
+        }
+        records
+    }
+
+    fn backup(store: &Store, position: u64) -> (BTreeMap<Vec<u8>, Vec<u8>>, BackupRead) {
+        let mut entries = BTreeMap::new();
+        let read = store
+            .backup(position, &mut |key, value| {
+                assert!(entries.insert(key.to_vec(), value.to_vec()).is_none());
+                true
+            })
+            .unwrap()
+            .expect("not stopped");
+        assert_eq!(read.counts.total(), entries.len() as u64);
+        (entries, read)
+    }
+
+    fn commit_all(store: &Store, records: &[Record]) {
+        for record in records {
+            store.commit(record).unwrap();
+        }
+    }
+
+    /// A store that went on past `P` backs up at `P` exactly what a store
+    /// that stopped at `P` holds: the later commits' events, keys and order
+    /// versions are left out, also while they are being written.
+    #[test]
+    fn a_backup_at_a_position_holds_the_state_at_it_whatever_was_written_since() {
+        let dirs: Vec<_> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
+        let live = Store::open(dirs[0].path(), 1 << 20).unwrap();
+        let records = write_groups(&live, 40);
+        let cut = 20;
+        let position = records[cut - 1].last_position();
+
+        let stopped = Store::open(dirs[1].path(), 1 << 20).unwrap();
+        commit_all(&stopped, &records[..cut]);
+        let (expected, _) = backup(&stopped, position);
+        assert_eq!(expected.keys().filter(|k| k[0] == COMMAND).count(), cut * 3);
+
+        let (entries, read) = backup(&live, position);
+        assert!(read.rebuilt_orders > 0, "orders changed after the position");
+        assert_eq!(entries, expected);
+
+        // While a writer commits the rest.
+        let racing = Store::open(dirs[2].path(), 1 << 20).unwrap();
+        commit_all(&racing, &records[..cut]);
+        let writer = {
+            let (store, rest) = (racing.clone(), records[cut..].to_vec());
+            std::thread::spawn(move || {
+                for record in &rest {
+                    store.commit(record).unwrap();
+                    std::thread::yield_now();
+                }
+            })
+        };
+        let mut rounds = 0;
+        while !writer.is_finished() || rounds == 0 {
+            assert_eq!(backup(&racing, position).0, expected, "round {rounds}");
+            rounds += 1;
+        }
+        writer.join().unwrap();
+
+        // Restored: the stopped store's state, the same log, writing goes on.
+        let restoring =
+            Store::restore_into(dirs[3].path(), 1 << 20, live.log_id(), position).unwrap();
+        for (key, value) in &expected {
+            restoring.insert(key, value).unwrap();
+        }
+        let restored = restoring.finish().unwrap();
+        assert_eq!(restored.log_id(), live.log_id());
+        assert_eq!(restored.head().unwrap(), position);
+        assert_eq!(backup(&restored, position).0, expected);
+        for n in 0..11 {
+            let id = OrderId::parse("order_id", &format!("o-{n}")).unwrap();
+            assert_eq!(
+                restored.load_order(&id).unwrap(),
+                stopped.load_order(&id).unwrap()
+            );
+        }
+        restored.commit(&records[cut]).unwrap();
+        assert_eq!(restored.head().unwrap(), records[cut].last_position());
+    }
+
+    #[test]
+    fn a_restore_whose_log_does_not_reach_its_position_is_refused() {
+        let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+        let live = Store::open(dirs[0].path(), 1 << 20).unwrap();
+        let records = write_groups(&live, 5);
+        let position = records[4].last_position();
+        let (entries, _) = backup(&live, position);
+        let restoring =
+            Store::restore_into(dirs[1].path(), 1 << 20, live.log_id(), position + 1).unwrap();
+        for (key, value) in &entries {
+            restoring.insert(key, value).unwrap();
+        }
+        let Err(error) = restoring.finish() else {
+            panic!("a log one event short was accepted");
+        };
+        assert!(error.to_string().contains("missing"), "{error}");
     }
 }
