@@ -25,6 +25,9 @@ pub const FILE_FORMAT: u32 = 1;
 /// A key or value longer than this is corruption, not data.
 const MAX_PART: u32 = 1 << 30;
 
+/// One stored entry: key and value.
+pub type Entry = (Vec<u8>, Vec<u8>);
+
 /// What a backup is of.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Header {
@@ -268,7 +271,7 @@ impl BackupReader {
 
     /// The next entry (key, value), checked; `None` after the last one the
     /// header counts, when the file also ends there.
-    pub fn next_entry(&mut self) -> Result<Option<(Vec<u8>, Vec<u8>)>, FileError> {
+    pub fn next_entry(&mut self) -> Result<Option<Entry>, FileError> {
         let start = self.offset;
         if self.counts.total() == self.header.counts.total() {
             let mut probe = [0u8; 1];
@@ -328,7 +331,7 @@ mod tests {
         writer.finish().unwrap().0
     }
 
-    fn read_all(path: &Path) -> Result<Vec<(Vec<u8>, Vec<u8>)>, FileError> {
+    fn read_all(path: &Path) -> Result<Vec<Entry>, FileError> {
         let mut reader = BackupReader::open(path)?;
         let mut entries = Vec::new();
         while let Some(entry) = reader.next_entry()? {

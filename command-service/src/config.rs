@@ -192,6 +192,8 @@ impl Config {
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
 
     fn parse(args: &[&str]) -> Config {
@@ -214,9 +216,7 @@ mod tests {
         let config = parse(&["backup", "--endpoint", "127.0.0.1:1", "--to", "b.bak"]);
         assert!(matches!(config.tool, Some(Tool::Backup(ref a)) if a.endpoint == "127.0.0.1:1"));
         let config = parse(&["restore", "--from", "b.bak", "--data-dir", "d"]);
-        assert!(
-            matches!(config.tool, Some(Tool::Restore(ref a)) if a.data_dir == PathBuf::from("d"))
-        );
+        assert!(matches!(config.tool, Some(Tool::Restore(ref a)) if a.data_dir == Path::new("d")));
         let restore = ["command-service", "restore", "--from", "b.bak"];
         assert!(
             Config::try_parse_from(restore).is_err(),

@@ -403,6 +403,28 @@ async fn backup_needs_the_admin_token_and_a_reachable_service() {
         );
         assert!(!file.exists(), "no file from a refused backup");
     }
+    // Reflection and health name the admin service, without a token.
+    for version in ["v1", "v1alpha"] {
+        let names = e2e::reflection::list_services(service.channel().await, version).await;
+        assert!(
+            names.iter().any(|n| n == "orders.v1.CommandAdminService"),
+            "{names:?}"
+        );
+    }
+    let mut health = tonic_health::pb::health_client::HealthClient::new(service.channel().await);
+    let status = health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "orders.v1.CommandAdminService".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status;
+    assert_eq!(
+        status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
+
     // The admin token is for the admin service only.
     let mut client = connect_command(&endpoint).await;
     let status = client
