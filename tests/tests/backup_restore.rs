@@ -64,6 +64,7 @@ struct Sent {
     cmd: Cmd,
     ack: Ack,
     acked_at: Instant,
+    latency: Duration,
 }
 
 /// Writers that each create orders and add to and place them, every command
@@ -96,6 +97,7 @@ fn start_writers(
                         with(place(&order), Some(2), &format!("{order}-p")),
                     ];
                     for cmd in commands {
+                        let sent_at = Instant::now();
                         let ack = send(&mut client, cmd.clone())
                             .await
                             .unwrap_or_else(|s| panic!("{cmd:?}: {s:?}"));
@@ -105,6 +107,7 @@ fn start_writers(
                             cmd,
                             ack,
                             acked_at,
+                            latency: acked_at - sent_at,
                         });
                     }
                     n += 1;
@@ -124,12 +127,17 @@ async fn a_backup_under_load_restores_every_acknowledged_command_and_the_log_goe
     let writers = start_writers(&endpoint, 6, &stop, &sent);
 
     // Under load: a store of some size, then the backup while writing goes on.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let preload_ms = std::env::var("BACKUP_PRELOAD_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1500);
+    tokio::time::sleep(Duration::from_millis(preload_ms)).await;
     let file = dir.path().join("orders.backup");
     let before = Instant::now();
     let acked_before = sent.lock().unwrap().len();
     let output = tool(&["backup", "--endpoint", &endpoint, "--to", &path_arg(&file)]).await;
     let took = before.elapsed();
+    let after = Instant::now();
     let acked_during = sent.lock().unwrap().len() - acked_before;
     assert!(
         output.status.success(),
@@ -153,6 +161,18 @@ async fn a_backup_under_load_restores_every_acknowledged_command_and_the_log_goe
         .and_then(|rest| numbers_in(rest).first().copied())
         .unwrap_or_else(|| panic!("no position in {printed:?}"));
     let after_backup = sent.iter().filter(|s| s.ack.position > position).count();
+    let slowest = |during: bool| {
+        sent.iter()
+            .filter(|s| (s.acked_at >= before && s.acked_at - s.latency <= after) == during)
+            .map(|s| s.latency)
+            .max()
+            .unwrap_or_default()
+    };
+    eprintln!(
+        "slowest command during the backup {:?}, at any other time {:?}",
+        slowest(true),
+        slowest(false)
+    );
     eprintln!(
         "backup of {} commands took {took:?} ({} bytes) while {acked_during} commands were \
          acknowledged; {after_backup} acknowledged after its position {position}",
@@ -180,6 +200,7 @@ async fn a_backup_under_load_restores_every_acknowledged_command_and_the_log_goe
 
     // Restore into a new directory and serve from it.
     let restored_dir = dir.path().join("restored");
+    let restoring = Instant::now();
     let output = tool(&[
         "restore",
         "--from",
