@@ -33,6 +33,7 @@ async fn main() -> ExitCode {
         // Whether a token is set, never the token.
         command_auth = server.auth_token.is_some() || server.auth_token_file.is_some(),
         subscribe_auth = config.subscribe_token.is_some() || config.subscribe_token_file.is_some(),
+        admin_auth = config.admin_token.is_some() || config.admin_token_file.is_some(),
         server = %server,
         "effective configuration"
     );
