@@ -214,6 +214,7 @@ async fn a_backup_under_load_restores_every_acknowledged_command_and_the_log_goe
         "restore failed: {}",
         stderr(&output)
     );
+    eprintln!("the restore took {:?}", restoring.elapsed());
     assert!(
         stdout(&output).contains(&format!("position {position}")),
         "{}",
