@@ -502,3 +502,53 @@ async fn backup_needs_the_admin_token_and_a_reachable_service() {
     assert_eq!(error.trim().lines().count(), 1, "one line: {error}");
     assert!(!dir.path().join("x").exists());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backup_over_tls_trusts_the_given_ca_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = e2e::tls::Pki::new();
+    let mut args = command_args(&dir.path().join("c"), "127.0.0.1:0");
+    args.extend(pki.server_args());
+    let service = Service::spawn("command-service", &args, &[]);
+    let https = format!("https://{}", service.addr);
+    let file = dir.path().join("b.backup");
+    let to = path_arg(&file);
+
+    let output = tool(&["backup", "--endpoint", &https, "--to", &to]).await;
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("needs --ca-file"),
+        "{}",
+        stderr(&output)
+    );
+
+    let other = e2e::tls::Pki::new();
+    let output = tool(&[
+        "backup",
+        "--endpoint",
+        &https,
+        "--to",
+        &to,
+        "--ca-file",
+        &path_arg(&other.ca),
+    ])
+    .await;
+    assert!(
+        !output.status.success(),
+        "a server the CA did not sign was trusted"
+    );
+    assert!(!file.exists());
+
+    let output = tool(&[
+        "backup",
+        "--endpoint",
+        &https,
+        "--to",
+        &to,
+        "--ca-file",
+        &path_arg(&pki.ca),
+    ])
+    .await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(file.exists());
+}
