@@ -18,7 +18,9 @@ pub mod writer;
 
 use std::future::Future;
 
-use shared::proto::command_admin_service_server::CommandAdminServiceServer;
+use shared::proto::command_admin_service_server::{
+    CommandAdminServiceServer, SERVICE_NAME as ADMIN_SERVICE_NAME,
+};
 use shared::proto::command_service_server::SERVICE_NAME;
 use shared::server::observe::RpcMetrics;
 use shared::server::shutdown::Drained;
@@ -71,9 +73,12 @@ pub async fn run(
         settings.server.max_message_bytes,
         SubscriberLimit::new(settings.max_subscribers),
     );
+    // CommandAdminService beside it, behind the same layers (its own auth rule).
+    let routes =
+        tonic::service::Routes::new(routes).add_service(CommandAdminServiceServer::new(admin));
     let api = shared::server::Api::new(
         SERVICE_NAME,
-        tonic::service::Routes::new(routes),
+        routes,
         RpcMetrics {
             total: "orders_commands_total",
             duration: "orders_command_duration_seconds",
@@ -81,7 +86,7 @@ pub async fn run(
             streams: &[("SubscribeEvents", "orders_subscribers")],
         },
     )
-    .add_service(CommandAdminServiceServer::new(admin));
+    .also_serving(ADMIN_SERVICE_NAME);
     // A storage failure stops the service like a signal (crash-only: it is
     // restarted on its storage and recovers from what is on disk).
     let stop = async move {

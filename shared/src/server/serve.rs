@@ -30,9 +30,9 @@ pub struct Api {
     /// When set, the service's name is reported SERVING only while this says
     /// `true` (readiness); otherwise from the start until stopped.
     ready: Option<watch::Receiver<bool>>,
-    /// Further gRPC services of the binary (`Api::add_service`): advertised by
-    /// reflection and reported SERVING on health until stopped.
-    more: Vec<&'static str>,
+    /// Further services in `routes`: advertised by reflection, SERVING on
+    /// health from the start until stopped.
+    also: Vec<&'static str>,
 }
 
 impl Api {
@@ -43,29 +43,8 @@ impl Api {
             metrics,
             health: HealthReporter::new(),
             ready: None,
-            more: Vec::new(),
+            also: Vec::new(),
         }
-    }
-
-    /// Serves `service` beside the main one, behind the same layers (auth,
-    /// limits); the RPC metrics observe the main service only.
-    #[must_use]
-    pub fn add_service<S>(mut self, service: S) -> Self
-    where
-        S: tower::Service<
-                http::Request<tonic::body::Body>,
-                Response = http::Response<tonic::body::Body>,
-                Error = std::convert::Infallible,
-            > + tonic::server::NamedService
-            + Clone
-            + Send
-            + Sync
-            + 'static,
-        S::Future: Send + 'static,
-    {
-        self.routes = self.routes.add_service(service);
-        self.more.push(S::NAME);
-        self
     }
 
     /// Reports the service's name (what readiness probes ask) SERVING only
@@ -74,6 +53,14 @@ impl Api {
     #[must_use]
     pub fn ready_when(mut self, ready: watch::Receiver<bool>) -> Self {
         self.ready = Some(ready);
+        self
+    }
+
+    /// `name` is served too (its routes already added to the service's):
+    /// reflection advertises it, health reports it SERVING until stopped.
+    #[must_use]
+    pub fn also_serving(mut self, name: &'static str) -> Self {
+        self.also.push(name);
         self
     }
 
@@ -159,15 +146,18 @@ async fn serve_bound(
             ));
         }
     }
-    for name in &api.more {
+    for name in &api.also {
         health
             .set_service_status(*name, ServingStatus::Serving)
             .await;
     }
-    let names: Vec<&str> = std::iter::once(api.name)
-        .chain(api.more.iter().copied())
-        .collect();
-    let reflection = || crate::server::reflection::builder(&names);
+    let also = api.also;
+    let reflection = || {
+        also.iter()
+            .fold(crate::server::reflection::builder(api.name), |b, name| {
+                b.with_service_name(*name)
+            })
+    };
     let routes = api
         .routes
         .add_service(health_service)
@@ -180,15 +170,18 @@ async fn serve_bound(
         settings.tls.is_some(),
     );
     let name = api.name;
-    let more = api.more;
+    let also_names = also.clone();
     let signal = {
         let stop = stop.clone();
         async move {
             shutdown.await;
             tracing::info!("stopping: no new connections; finishing in-flight requests");
-            for name in std::iter::once(name).chain(more) {
+            health
+                .set_service_status(name, ServingStatus::NotServing)
+                .await;
+            for name in &also_names {
                 health
-                    .set_service_status(name, ServingStatus::NotServing)
+                    .set_service_status(*name, ServingStatus::NotServing)
                     .await;
             }
             health
