@@ -10,6 +10,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "orders/v1/common.proto",
         "orders/v1/events.proto",
         "orders/v1/command_service.proto",
+        "orders/v1/command_admin_service.proto",
         "orders/v1/query_service.proto",
     ];
     for file in &files {

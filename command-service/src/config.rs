@@ -18,6 +18,10 @@ shared::server_env!(
 #[derive(Debug, Clone, Parser)]
 #[command(name = "command-service", version, about)]
 pub struct Config {
+    /// Without a subcommand, command-service serves.
+    #[command(subcommand)]
+    pub tool: Option<Tool>,
+
     /// Address to serve gRPC on; port 0 picks a free port (the bound address is logged).
     #[arg(long, env = "COMMAND_LISTEN", default_value = "127.0.0.1:50051")]
     pub listen: SocketAddr,
@@ -65,8 +69,68 @@ pub struct Config {
     #[arg(long, env = "COMMAND_SUBSCRIBE_TOKEN_FILE")]
     pub subscribe_token_file: Option<PathBuf>,
 
+    /// Bearer token required on `CommandAdminService` (`Backup`); unset: it
+    /// takes the command token (--auth-token).
+    #[arg(long, env = "COMMAND_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<Secret>,
+
+    /// File holding the admin token (instead of --admin-token).
+    #[arg(long, env = "COMMAND_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
+
     #[command(flatten)]
     pub server: ServerFlags<CommandEnv>,
+}
+
+/// The operator's tools, instead of serving.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Tool {
+    /// Calls `CommandAdminService.Backup` on a running command-service and
+    /// writes the snapshot to a file (prints its position and log id).
+    Backup(BackupArgs),
+    /// Loads a backup file into a new data directory, for a command-service
+    /// to serve from (it continues the same log).
+    Restore(RestoreArgs),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct BackupArgs {
+    /// The command-service to back up: `http://HOST:PORT`, `https://HOST:PORT`
+    /// (with --ca-file) or `HOST:PORT`.
+    #[arg(long)]
+    pub endpoint: String,
+
+    /// The backup file to write (replaced only once the backup is whole).
+    #[arg(long)]
+    pub to: PathBuf,
+
+    /// Bearer token to present: the service's admin token, or its command
+    /// token when it has no admin token.
+    #[arg(long, env = "COMMAND_BACKUP_TOKEN", hide_env_values = true)]
+    pub token: Option<Secret>,
+
+    /// File holding the token (instead of --token).
+    #[arg(long, env = "COMMAND_BACKUP_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+
+    /// PEM CA certificate to trust for an `https://` endpoint.
+    #[arg(long, env = "COMMAND_BACKUP_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
+
+    /// Server name to check in its certificate (default: the endpoint's host).
+    #[arg(long, requires = "ca_file")]
+    pub tls_domain: Option<String>,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct RestoreArgs {
+    /// The backup file to load.
+    #[arg(long)]
+    pub from: PathBuf,
+
+    /// The data directory to create: it must not exist or be empty.
+    #[arg(long)]
+    pub data_dir: PathBuf,
 }
 
 /// The configuration validated: what `run` uses, nothing left to read or check.
@@ -90,15 +154,28 @@ impl Config {
             self.subscribe_token_file.as_deref(),
             "subscribe-token",
         )?;
+        let admin = auth::resolve(
+            self.admin_token.as_ref(),
+            self.admin_token_file.as_deref(),
+            "admin-token",
+        )?;
         let server = ServerSettings::from_flags(
             &self.server,
             "commands",
-            vec![Rule {
-                path_prefix: crate::routes::SUBSCRIBE_PATH,
-                role: "SubscribeEvents",
-                flag: "subscribe-token",
-                token: subscribe,
-            }],
+            vec![
+                Rule {
+                    path_prefix: crate::routes::SUBSCRIBE_PATH,
+                    role: "SubscribeEvents",
+                    flag: "subscribe-token",
+                    token: subscribe,
+                },
+                Rule {
+                    path_prefix: crate::admin::ADMIN_PATH,
+                    role: "CommandAdminService",
+                    flag: "admin-token",
+                    token: admin,
+                },
+            ],
         )?;
         Ok(Settings {
             data_dir: self.data_dir.clone(),
@@ -115,6 +192,8 @@ impl Config {
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
 
     fn parse(args: &[&str]) -> Config {
@@ -129,6 +208,40 @@ mod tests {
         assert!(settings.server.tls.is_none() && settings.server.metrics.is_none());
         assert_eq!(settings.server.max_message_bytes, 4 * 1024 * 1024);
         assert_eq!(settings.max_subscribers, 64);
+    }
+
+    #[test]
+    fn no_subcommand_serves_and_the_tools_take_their_own_flags() {
+        assert!(parse(&["--listen", "127.0.0.1:0"]).tool.is_none());
+        let config = parse(&["backup", "--endpoint", "127.0.0.1:1", "--to", "b.bak"]);
+        assert!(matches!(config.tool, Some(Tool::Backup(ref a)) if a.endpoint == "127.0.0.1:1"));
+        let config = parse(&["restore", "--from", "b.bak", "--data-dir", "d"]);
+        assert!(matches!(config.tool, Some(Tool::Restore(ref a)) if a.data_dir == Path::new("d")));
+        let restore = ["command-service", "restore", "--from", "b.bak"];
+        assert!(
+            Config::try_parse_from(restore).is_err(),
+            "--data-dir is required"
+        );
+    }
+
+    #[test]
+    fn the_admin_token_guards_the_admin_service_alone() {
+        let settings = parse(&["--auth-token", "c", "--admin-token", "a"])
+            .validate()
+            .unwrap();
+        let summary = settings.server.auth.summary().to_owned();
+        assert!(
+            summary.contains("CommandAdminService needs --admin-token"),
+            "{summary}"
+        );
+        let error = parse(&["--admin-token", "a"]).validate().unwrap_err();
+        assert!(error.contains("--admin-token") && error.contains("--auth-token"));
+        let settings = parse(&["--auth-token", "c"]).validate().unwrap();
+        assert!(settings
+            .server
+            .auth
+            .summary()
+            .contains("CommandAdminService needs --auth-token"));
     }
 
     #[test]

@@ -47,6 +47,9 @@ pub enum CommandError {
     /// Storage failed; the command may be retried with the same command_id.
     #[error(transparent)]
     Storage(#[from] StoreError),
+    /// Reading the store for a backup failed; nothing was changed.
+    #[error("backup: {0}")]
+    Backup(StoreError),
 }
 
 /// A failure of the storage underneath: sled or the write-ahead log.
@@ -62,6 +65,8 @@ pub enum StoreError {
     HistoryEntry(Vec<u8>),
     #[error("the event at position {0} is missing from the log")]
     MissingEvent(u64),
+    #[error("the stored event at position {0} cannot be read: {1}")]
+    UnreadableEvent(u64, String),
     #[error(transparent)]
     Wal(#[from] crate::wal::WalError),
     #[error("the write-ahead log continues at position {first} but the store ends at {head}: records are missing")]
@@ -126,6 +131,12 @@ impl From<CommandError> for Status {
             CommandError::AlreadyExists(_) => (Code::AlreadyExists, None),
             CommandError::Rule(_) => (Code::FailedPrecondition, None),
             CommandError::ShuttingDown => (Code::Unavailable, None),
+            CommandError::Backup(e) => {
+                tracing::error!(error = %e, "backup failed");
+                return Status::internal(
+                    "the store could not be read for the backup; see the service's log",
+                );
+            }
             CommandError::Storage(e) => {
                 tracing::error!(error = %e, "storage failure");
                 return Status::unavailable(

@@ -3,6 +3,9 @@
 //! `main` parses the config and binds; `run` owns everything after that, so tests
 //! and tools can start it on an already bound port-0 listener.
 
+pub mod admin;
+pub mod backup_file;
+pub mod backup_tool;
 pub mod config;
 pub mod decide;
 pub mod error;
@@ -15,12 +18,16 @@ pub mod writer;
 
 use std::future::Future;
 
+use shared::proto::command_admin_service_server::{
+    CommandAdminServiceServer, SERVICE_NAME as ADMIN_SERVICE_NAME,
+};
 use shared::proto::command_service_server::SERVICE_NAME;
 use shared::server::observe::RpcMetrics;
 use shared::server::shutdown::Drained;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::admin::CommandAdmin;
 use crate::config::Settings;
 use crate::grpc::CommandApi;
 use crate::store::Store;
@@ -48,6 +55,11 @@ pub async fn run(
     if settings.server.metrics_enabled() {
         tokio::spawn(track_head(head_rx.clone(), stop_rx.clone()));
     }
+    let admin = CommandAdmin {
+        store: store.clone(),
+        head: head_rx.clone(),
+        shutdown: stop_rx.clone(),
+    };
     let api = CommandApi {
         writer,
         store: store.clone(),
@@ -61,16 +73,20 @@ pub async fn run(
         settings.server.max_message_bytes,
         SubscriberLimit::new(settings.max_subscribers),
     );
+    // CommandAdminService beside it, behind the same layers (its own auth rule).
+    let routes =
+        tonic::service::Routes::new(routes).add_service(CommandAdminServiceServer::new(admin));
     let api = shared::server::Api::new(
         SERVICE_NAME,
-        tonic::service::Routes::new(routes),
+        routes,
         RpcMetrics {
             total: "orders_commands_total",
             duration: "orders_command_duration_seconds",
             label: "command",
             streams: &[("SubscribeEvents", "orders_subscribers")],
         },
-    );
+    )
+    .also_serving(ADMIN_SERVICE_NAME);
     // A storage failure stops the service like a signal (crash-only: it is
     // restarted on its storage and recovers from what is on disk).
     let stop = async move {

@@ -1,9 +1,10 @@
-//! Entry point: parse flags, set up logging, validate, open the database, bind, run.
+//! Entry point: parse flags, set up logging, validate, open the database, bind,
+//! run; or, with a subcommand, run that tool (`backup`, `restore`) and exit.
 
 use std::process::ExitCode;
 
 use clap::Parser;
-use command_service::config::Config;
+use command_service::config::{Config, Tool};
 use command_service::store::Store;
 
 /// mimalloc instead of glibc malloc, as in query-service (BENCHMARKS.md).
@@ -13,6 +14,9 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main]
 async fn main() -> ExitCode {
     let config = Config::parse();
+    if let Some(tool) = &config.tool {
+        return run_tool(tool, &config).await;
+    }
     let server = &config.server;
     if let Err(e) = shared::telemetry::init_logging(&server.log_level, server.log_format) {
         eprintln!("command-service: error: {e}");
@@ -29,6 +33,7 @@ async fn main() -> ExitCode {
         // Whether a token is set, never the token.
         command_auth = server.auth_token.is_some() || server.auth_token_file.is_some(),
         subscribe_auth = config.subscribe_token.is_some() || config.subscribe_token_file.is_some(),
+        admin_auth = config.admin_token.is_some() || config.admin_token_file.is_some(),
         server = %server,
         "effective configuration"
     );
@@ -56,6 +61,31 @@ async fn main() -> ExitCode {
     {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&e.to_string()),
+    }
+}
+
+/// A tool's result on stdout, or its error as one line on stderr and a
+/// non-zero exit. Only warnings are logged (stderr), not the server's info.
+async fn run_tool(tool: &Tool, config: &Config) -> ExitCode {
+    let _ = shared::telemetry::init_logging("warn", config.server.log_format);
+    let done = match tool {
+        Tool::Backup(args) => command_service::backup_tool::backup(args).await,
+        Tool::Restore(args) => {
+            let args = args.clone();
+            tokio::task::spawn_blocking(move || command_service::backup_tool::restore(&args))
+                .await
+                .unwrap_or_else(|e| Err(format!("restore stopped: {e}")))
+        }
+    };
+    match done {
+        Ok(line) => {
+            println!("{line}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("command-service: error: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

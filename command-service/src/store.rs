@@ -43,6 +43,9 @@ use shared::proto as pb;
 use crate::error::StoreError;
 use crate::wal::{self, Record, Ticket, Wal};
 
+mod backup;
+pub use backup::{BackupRead, EntryCounts, Restoring};
+
 /// The outcome of a command, as remembered for idempotent retries.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CommandResult {
@@ -183,34 +186,31 @@ impl Store {
     }
 
     pub fn open_with(dir: &Path, cache_bytes: u64, segment_bytes: u64) -> Result<Self, OpenError> {
+        let db = open_sled(dir, cache_bytes)?;
         let shown = dir.display().to_string();
-        let other = |source: StoreError| OpenError::Other {
-            dir: shown.clone(),
-            source,
-        };
-        let db = sled::Config::new()
-            .path(dir)
-            .cache_capacity(cache_bytes)
-            // Checkpoints (`Store::checkpoint`) flush instead, when they are
-            // needed, not every 500 ms.
-            .flush_every_ms(None)
-            .open()
-            .map_err(|e| match e {
-                sled::Error::Io(ref io)
-                    if io.kind() == std::io::ErrorKind::WouldBlock
-                        || io.to_string().contains("could not acquire lock") =>
-                {
-                    OpenError::Locked(shown.clone())
-                }
-                source => other(source.into()),
-            })?;
         let log_id = check_format(&db).map_err(|e| match e {
             FormatCheck::Other(found) => OpenError::Format {
                 dir: shown.clone(),
                 found,
             },
-            FormatCheck::Store(e) => other(e),
+            FormatCheck::Store(source) => OpenError::Other { dir: shown, source },
         })?;
+        Self::recover(db, dir, segment_bytes, &log_id)
+    }
+
+    /// The rest of opening, once sled is open and its format checked: the
+    /// log replayed into sled, the history indexed, a checkpoint.
+    fn recover(
+        db: sled::Db,
+        dir: &Path,
+        segment_bytes: u64,
+        log_id: &str,
+    ) -> Result<Self, OpenError> {
+        let shown = dir.display().to_string();
+        let other = |source: StoreError| OpenError::Other {
+            dir: shown.clone(),
+            source,
+        };
         let data = db.open_tree("data").map_err(|e| other(e.into()))?;
         let db_file = File::open(dir.join("db")).map_err(|e| other(sled::Error::Io(e).into()))?;
         let opened = Wal::open(&dir.join("wal"), segment_bytes).map_err(|e| other(e.into()))?;
@@ -540,6 +540,29 @@ pub fn decode_event(position: u64, message: Bytes) -> Result<pb::EventEnvelope, 
         Some(pb::subscribe_events_response::Kind::Event(event)) => Ok(event),
         _ => Err(StoreError::MissingEvent(position)),
     }
+}
+
+/// sled on `dir`, with the settings of this store.
+fn open_sled(dir: &Path, cache_bytes: u64) -> Result<sled::Db, OpenError> {
+    sled::Config::new()
+        .path(dir)
+        .cache_capacity(cache_bytes)
+        // Checkpoints (`Store::checkpoint`) flush instead, when they are
+        // needed, not every 500 ms.
+        .flush_every_ms(None)
+        .open()
+        .map_err(|e| match e {
+            sled::Error::Io(ref io)
+                if io.kind() == std::io::ErrorKind::WouldBlock
+                    || io.to_string().contains("could not acquire lock") =>
+            {
+                OpenError::Locked(dir.display().to_string())
+            }
+            source => OpenError::Other {
+                dir: dir.display().to_string(),
+                source: source.into(),
+            },
+        })
 }
 
 enum FormatCheck {
