@@ -30,6 +30,8 @@ pub struct Api {
     /// When set, the service's name is reported SERVING only while this says
     /// `true` (readiness); otherwise from the start until stopped.
     ready: Option<watch::Receiver<bool>>,
+    /// Other services in `routes` that reflection advertises (e.g. an admin service).
+    also: Vec<&'static str>,
 }
 
 impl Api {
@@ -40,7 +42,15 @@ impl Api {
             metrics,
             health: HealthReporter::new(),
             ready: None,
+            also: Vec::new(),
         }
+    }
+
+    /// Adds `service` (already in the routes) to what reflection advertises.
+    #[must_use]
+    pub fn also_serving(mut self, service: &'static str) -> Self {
+        self.also.push(service);
+        self
     }
 
     /// Reports the service's name (what readiness probes ask) SERVING only
@@ -134,7 +144,13 @@ async fn serve_bound(
             ));
         }
     }
-    let reflection = || crate::server::reflection::builder(api.name);
+    let also = api.also.clone();
+    let reflection = || {
+        also.iter().fold(
+            crate::server::reflection::builder(api.name),
+            |builder, service| builder.with_service_name(*service),
+        )
+    };
     let routes = api
         .routes
         .add_service(health_service)
