@@ -968,6 +968,111 @@ mod tests {
         assert!(!names.iter().any(|n| n.starts_with(b"g3") || n == b"g4"));
     }
 
+    fn parked(position: u64) -> ParkedEvent {
+        ParkedEvent {
+            position,
+            envelope: vec![1, 2, 3],
+            order_id: "o9".to_owned(),
+            event_type: "unknown".to_owned(),
+            reason: "newer build".to_owned(),
+            error: "cannot be read".to_owned(),
+            parked_at: Timestamp(7),
+            auto: false,
+            retries: 0,
+            last_retry_at: None,
+        }
+    }
+
+    fn skip_record(position: u64) -> SkipRecord {
+        SkipRecord {
+            position,
+            kind: crate::parking::SkipKind::Operator,
+            reason: "newer build".to_owned(),
+            skipped_at: Timestamp(7),
+        }
+    }
+
+    #[test]
+    fn a_skip_moves_the_checkpoint_with_its_park_record_and_survives_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (store, target) = Store::open(dir.path(), 8 << 20, false).unwrap();
+            // A small batch leaves its writes pending (storage.rs): a reopen
+            // must not replay them over the skip's checkpoint.
+            target
+                .apply(&[created(1, "o1", "c1")], None, |_| true)
+                .unwrap();
+            let checkpoint = Checkpoint {
+                position: 2,
+                applied_at: Some(Timestamp(7)),
+            };
+            target
+                .skip(
+                    checkpoint,
+                    store.parking(),
+                    Some(&parked(2)),
+                    &skip_record(2),
+                )
+                .unwrap();
+            store.db.flush().unwrap();
+        }
+        let (store, target) = reopen(dir.path(), false, REGISTRY);
+        assert_eq!(target.checkpoint().unwrap().position, 2);
+        assert_eq!(store.parking().get(2).unwrap(), Some(parked(2)));
+        assert_eq!(
+            (
+                store.parking().parked_count(),
+                store.parking().skipped_count()
+            ),
+            (1, 1)
+        );
+        // The read models are untouched by the skip.
+        assert!(order_view::get(views(&target), "o1").unwrap().is_some());
+
+        // A rebuild keeps the parking trees, and re-applying a parked event
+        // un-parks it in the same transaction as its changes.
+        drop((store, target));
+        let (store, target) = reopen(dir.path(), true, REGISTRY);
+        assert_eq!(store.parking().parked_count(), 1);
+        target
+            .apply(&[created(1, "o1", "c1")], None, |_| true)
+            .unwrap();
+        let checkpoint = target.checkpoint().unwrap();
+        let late = created(2, "o2", "c2");
+        target
+            .apply_parked(&late, checkpoint, store.parking(), |_| false)
+            .unwrap();
+        assert_eq!(store.parking().parked_count(), 0);
+        assert_eq!(target.checkpoint().unwrap().position, 1);
+        assert!(order_view::get(views(&target), "o2").unwrap().is_some());
+        // An event that does not fit is refused and stays parked.
+        store.parking().update(&parked(3)).unwrap();
+        let misfit = created(3, "o2", "c2");
+        assert!(matches!(
+            target.apply_parked(&misfit, checkpoint, store.parking(), |_| false),
+            Err(ApplyError::Projection { .. })
+        ));
+        assert_eq!(store.parking().parked_count(), 1);
+    }
+
+    #[test]
+    fn a_rebuild_started_at_runtime_is_recorded_and_not_started_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, target) = Store::open(dir.path(), 8 << 20, false).unwrap();
+        target
+            .apply(&[created(1, "o1", "c1")], None, |_| true)
+            .unwrap();
+        let rebuilt = store.start_rebuild().unwrap().expect("a new generation");
+        assert_eq!((store.active().number(), rebuilt.number()), (1, 2));
+        assert!(store.is_rebuilding());
+        assert!(store.start_rebuild().unwrap().is_none());
+        assert_eq!(rebuilt.checkpoint().unwrap().position, 0);
+        drop((store, target, rebuilt));
+        // A crash before the switch resumes the same rebuild.
+        let (store, target) = reopen(dir.path(), false, REGISTRY);
+        assert_eq!((store.active().number(), target.number()), (1, 2));
+    }
+
     #[test]
     fn a_second_open_of_the_same_directory_is_refused_clearly() {
         let dir = tempfile::tempdir().unwrap();
