@@ -663,6 +663,13 @@ async fn the_admin_service_needs_the_admin_token_or_else_the_query_token() {
     );
     let mut admin = admin_client(&own).await;
     let mut query = query_client(&own).await;
+    // Reflection (open without a token) lists the admin service beside the query service.
+    for version in ["v1", "v1alpha"] {
+        let names = e2e::reflection::list_services(own.channel().await, version).await;
+        for service in ["orders.v1.QueryService", "orders.v1.ProjectionAdminService"] {
+            assert!(names.contains(&service.to_owned()), "{names:?}");
+        }
+    }
     let pause = |token: Option<&str>| bearer(pb::PauseProjectionRequest {}, token);
     for token in [None, Some(QUERY_TOKEN), Some("wrong")] {
         let refused = admin.pause_projection(pause(token)).await.unwrap_err();
@@ -696,4 +703,102 @@ async fn the_admin_service_needs_the_admin_token_or_else_the_query_token() {
         .pause_projection(pause(Some(QUERY_TOKEN)))
         .await
         .unwrap();
+}
+
+/// Orders written before the rebuild (`ADMIN_REBUILD_ORDERS` to run it long).
+fn rebuild_orders() -> usize {
+    std::env::var("ADMIN_REBUILD_ORDERS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(2000)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_started_under_live_traffic_switches_in_with_every_order() {
+    const WRITERS: usize = 8;
+    let orders = rebuild_orders();
+    let dir = tempfile::tempdir().unwrap();
+    let command = start_command_service(&dir.path().join("command"));
+    let replica = replica(&dir.path().join("query"), &command.endpoint(), &[]);
+    let commands = command_client(&command).await;
+    let write = |from: usize, to: usize| {
+        let commands = commands.clone();
+        async move {
+            let writers: Vec<_> = (0..WRITERS)
+                .map(|w| {
+                    let mut client = commands.clone();
+                    tokio::spawn(async move {
+                        let mut last = 0;
+                        for i in (from + w..to).step_by(WRITERS) {
+                            last = last.max(
+                                client
+                                    .create_order(pb::CreateOrderRequest {
+                                        order_id: format!("o-{i}"),
+                                        customer_id: format!("c-{}", i % 7),
+                                        items: vec![item("apple", 1, 100)],
+                                        ..Default::default()
+                                    })
+                                    .await
+                                    .unwrap()
+                                    .into_inner()
+                                    .position,
+                            );
+                        }
+                        last
+                    })
+                })
+                .collect();
+            let mut last = 0;
+            for w in writers {
+                last = last.max(w.await.unwrap());
+            }
+            last
+        }
+    };
+    let before = write(0, orders).await;
+    let mut query = query_client(&replica).await;
+    get_order(&mut query, "o-0", before).await.unwrap();
+    let mut admin = admin_client(&replica).await;
+
+    let started_at = std::time::Instant::now();
+    let started = admin
+        .start_rebuild(pb::StartRebuildRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(started.served_position, before);
+    // Commands go on while the rebuild runs; the served read models keep answering.
+    let more = tokio::spawn(write(orders, orders + 200));
+    let during = status(&mut query).await;
+    assert_eq!(get_order(&mut query, "o-1", 0).await.unwrap().version, 1);
+    let last = more.await.unwrap();
+    let switched = status_when(&query, "the rebuild to switch in", |s| !s.rebuilding).await;
+    let took = started_at.elapsed();
+    assert!(switched.error.is_empty(), "{}", switched.error);
+    assert!(replica
+        .logs()
+        .iter()
+        .any(|l| l.contains("rebuild caught up")));
+    // Every order, written before or during the rebuild, is answered.
+    let analytics = query
+        .get_order_analytics(pb::GetOrderAnalyticsRequest {
+            min_position: last,
+            top_n: 1,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .analytics
+        .unwrap();
+    assert_eq!(analytics.total_orders, (orders + 200) as u64);
+    for i in [0, orders / 2, orders - 1, orders + 199] {
+        get_order(&mut query, &format!("o-{i}"), last)
+            .await
+            .unwrap();
+    }
+    println!(
+        "rebuild of {before} events under live traffic: switched in after {took:?} \
+         (status right after StartRebuild: rebuilding={}, rebuild_position={})",
+        during.rebuilding, during.rebuild_position
+    );
 }
