@@ -281,4 +281,28 @@ mod tests {
         status.stop(1, "any".to_owned());
         assert!(progress.has_changed().unwrap());
     }
+
+    #[test]
+    fn pausing_and_a_skip_wake_readiness_and_parking_counts_wake_nobody() {
+        let status = ProjectionStatus::new(Checkpoint::default(), 10);
+        status.set_head(0);
+        let mut progress = status.subscribe();
+        assert!(progress.borrow_and_update().caught_up(10));
+        status.set_paused(true);
+        assert!(progress.has_changed().unwrap());
+        assert!(!progress.borrow_and_update().caught_up(10), "paused");
+        status.set_paused(true);
+        assert!(!progress.has_changed().unwrap(), "no change, no wake");
+        status.set_paused(false);
+        status.stop(1, "poison".to_owned());
+        assert!(!progress.borrow_and_update().caught_up(10));
+        status.clear_stop();
+        assert!(progress.has_changed().unwrap());
+        assert!(progress.borrow_and_update().caught_up(10));
+        status.set_parking(1, 2);
+        status.set_rebuild(Some(5));
+        assert!(!progress.has_changed().unwrap());
+        let p = status.snapshot();
+        assert_eq!((p.parked, p.skipped, p.rebuild_position), (1, 2, Some(5)));
+    }
 }

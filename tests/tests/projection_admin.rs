@@ -802,3 +802,29 @@ async fn a_rebuild_started_under_live_traffic_switches_in_with_every_order() {
         during.rebuilding, during.rebuild_position
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_position_the_stream_never_delivered_cannot_be_skipped_or_auto_parked() {
+    // Position 2 is missing from the stream: there is no event to park.
+    let endpoint = upstream(vec![created(1, "o-1"), created(3, "o-2")]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let replica = replica(dir.path(), &endpoint, &["--park-after-stops", "1"]);
+    let mut query = query_client(&replica).await;
+    let mut admin = admin_client(&replica).await;
+    let stopped = status_when(&query, "a stop at 2", |s| s.stopped_position == 2).await;
+    assert!(
+        stopped.error.contains("skipped from position 2 to 3"),
+        "{}",
+        stopped.error
+    );
+    let refused = skip(&mut admin, 2, "missing").await.unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition);
+    assert!(
+        refused.message().contains("nothing to park"),
+        "{}",
+        refused.message()
+    );
+    let after = status(&mut query).await;
+    assert_eq!((after.applied_position, after.stopped_position), (1, 2));
+    assert_eq!((after.parked_events, after.skipped_events), (0, 0));
+}
