@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use shared::server::auth::{self, Secret};
+use shared::server::auth::{self, Rule, Secret};
 use shared::server::{ServerFlags, ServerSettings};
 
 use crate::upstream::Upstream;
@@ -84,6 +84,22 @@ pub struct Config {
     #[arg(long, env = "QUERY_SUBSCRIBE_TOKEN_FILE")]
     pub subscribe_token_file: Option<PathBuf>,
 
+    /// Bearer token required for `orders.v1.ProjectionAdminService` (pause,
+    /// skip, retry, rebuild); without it the admin RPCs take --auth-token.
+    #[arg(long, env = "QUERY_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<Secret>,
+
+    /// File holding the admin token (instead of --admin-token).
+    #[arg(long, env = "QUERY_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
+
+    /// Crash-loop protection: park an event automatically (and go on) once it
+    /// has stopped applying this many times, counted across restarts; logged
+    /// and counted in metrics. 0 (the default): never, an operator decides
+    /// (ProjectionAdminService.SkipEvent).
+    #[arg(long, env = "QUERY_PARK_AFTER_STOPS", default_value_t = 0)]
+    pub park_after_stops: u32,
+
     /// PEM CA certificate(s) trusted for an `https://` --command-endpoint.
     #[arg(long, env = "QUERY_COMMAND_CA_FILE")]
     pub command_ca_file: Option<PathBuf>,
@@ -106,6 +122,9 @@ pub struct Config {
     pub server: ServerFlags<QueryEnv>,
 }
 
+/// The paths `--admin-token` guards.
+pub const ADMIN_PATH_PREFIX: &str = "/orders.v1.ProjectionAdminService/";
+
 /// The configuration validated: what `run` uses, nothing left to read or check.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -121,6 +140,7 @@ pub struct Settings {
     pub max_watchers: usize,
     /// The dashboard's address and command-service's browser URL, with --web-listen.
     pub web: Option<(SocketAddr, String)>,
+    pub park_after_stops: u32,
     pub server: ServerSettings,
 }
 
@@ -138,7 +158,21 @@ impl Config {
     /// Reads the token, TLS and CA files once and checks how the command side
     /// is reached; fails with one line naming the flag.
     pub fn validate(&self) -> Result<Settings, String> {
-        let server = ServerSettings::from_flags(&self.server, "queries", Vec::new())?;
+        let admin_token = auth::resolve(
+            self.admin_token.as_ref(),
+            self.admin_token_file.as_deref(),
+            "admin-token",
+        )?;
+        let server = ServerSettings::from_flags(
+            &self.server,
+            "queries",
+            vec![Rule {
+                path_prefix: ADMIN_PATH_PREFIX,
+                role: "ProjectionAdminService",
+                flag: "admin-token",
+                token: admin_token,
+            }],
+        )?;
         if self.max_watchers_per_order > self.max_watchers {
             return Err(format!(
                 "--max-watchers-per-order ({}) must not exceed --max-watchers ({})",
@@ -161,6 +195,7 @@ impl Config {
                 let url = self.web_command_url.as_ref();
                 (addr, url.unwrap_or(&self.command_endpoint).clone())
             }),
+            park_after_stops: self.park_after_stops,
             server,
         })
     }
@@ -211,6 +246,7 @@ mod tests {
         );
         assert_eq!(settings.ready_max_lag, 1000);
         assert!(settings.web.is_none());
+        assert_eq!(settings.park_after_stops, 0);
     }
 
     #[test]
@@ -239,6 +275,26 @@ mod tests {
             Some((web, "https://cmd.example".to_owned()))
         );
         assert!(Config::try_parse_from(["query-service", "--web-command-url", "nope"]).is_err());
+    }
+
+    #[test]
+    fn an_admin_token_alone_is_refused_since_queries_would_stay_open() {
+        let alone = Config::try_parse_from(["query-service", "--admin-token", "adm1n"]).unwrap();
+        let error = alone.validate().unwrap_err();
+        assert!(error.contains("--admin-token"), "{error}");
+        let both = Config::try_parse_from([
+            "query-service",
+            "--admin-token",
+            "adm1n",
+            "--auth-token",
+            "qu3ry",
+        ])
+        .unwrap();
+        let summary = both.validate().unwrap().server.auth.summary().to_owned();
+        assert!(
+            summary.contains("ProjectionAdminService needs --admin-token"),
+            "{summary}"
+        );
     }
 
     #[test]

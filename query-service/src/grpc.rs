@@ -306,10 +306,16 @@ impl QueryService for QueryApi {
             lag: p.head_position.saturating_sub(p.applied_position),
             connected: p.connected,
             last_applied_at: p.last_applied_at.map(timestamp_to_proto),
+            stopped_position: p.stopped.as_ref().map_or(0, |s| s.position),
             error: p
                 .stopped
                 .map(|s| format!("stopped at position {}: {}", s.position, s.error))
                 .unwrap_or_default(),
+            paused: p.paused,
+            parked_events: p.parked,
+            skipped_events: p.skipped,
+            rebuilding: p.rebuild_position.is_some(),
+            rebuild_position: p.rebuild_position.unwrap_or(0),
         }))
     }
 }

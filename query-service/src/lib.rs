@@ -3,6 +3,7 @@
 //! `main` parses the config and binds; `run` owns everything after that, so tests
 //! and tools can start it on an already bound port-0 listener.
 
+pub mod admin;
 pub mod applier;
 pub mod config;
 pub mod deadline;
@@ -10,6 +11,7 @@ pub mod error;
 pub mod grpc;
 pub mod metrics;
 pub mod page_token;
+pub mod parking;
 pub mod projection;
 pub mod read_models;
 pub mod readiness;
@@ -25,12 +27,16 @@ pub mod web;
 use std::future::Future;
 use std::sync::Arc;
 
+use shared::proto::projection_admin_service_server::{
+    ProjectionAdminServiceServer, SERVICE_NAME as ADMIN_SERVICE_NAME,
+};
 use shared::proto::query_service_server::SERVICE_NAME;
 use shared::server::observe::RpcMetrics;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
-use crate::applier::{Applier, Failure};
+use crate::admin::AdminApi;
+use crate::applier::{Applier, Failure, EVENT_BUFFER};
 use crate::config::Settings;
 pub use crate::error::RunError;
 use crate::grpc::QueryApi;
@@ -38,9 +44,6 @@ use crate::status::ProjectionStatus;
 use crate::store::Store;
 use crate::subscriber::Subscriber;
 use crate::watchers::{WatchLimits, Watchers};
-
-/// Events received but not yet applied; the subscriber waits when it is full.
-const EVENT_BUFFER: usize = 4096;
 
 /// Opens the store, starts the subscriber and the applier, and serves until
 /// `shutdown` completes or storage fails; then stops accepting, ends the watch
@@ -90,6 +93,10 @@ pub async fn run(
     ));
 
     let (events_tx, events_rx) = mpsc::channel(EVENT_BUFFER);
+    // ProjectionAdminService's requests to the applier, and the applier's
+    // request to the subscriber to start over (a rebuild).
+    let (control_tx, control_rx) = mpsc::channel(16);
+    let (resubscribe_tx, resubscribe_rx) = mpsc::channel(1);
     let applier = Applier {
         store: Arc::clone(&store),
         target,
@@ -98,6 +105,10 @@ pub async fn run(
         max_batch: settings.max_batch,
         retired: None,
         failure,
+        park_after_stops: settings.park_after_stops,
+        control: control_rx,
+        resubscribe: resubscribe_tx,
+        shutdown: stop_rx.clone(),
     };
     let applier = tokio::spawn(applier.run(start, events_rx));
     let subscriber = Subscriber {
@@ -107,6 +118,7 @@ pub async fn run(
         shutdown: stop_rx.clone(),
         store: Arc::clone(&store),
         accept_new_log: settings.rebuild,
+        resubscribe: resubscribe_rx,
     };
     let subscriber = tokio::spawn(subscriber.run(start.position, events_tx));
     if settings.server.metrics_enabled() {
@@ -139,12 +151,19 @@ pub async fn run(
         max_wait: settings.max_wait,
         shutdown: stop_rx,
     };
+    let admin = ProjectionAdminServiceServer::new(AdminApi {
+        control: control_tx,
+        store: Arc::clone(&store),
+    })
+    .max_decoding_message_size(settings.server.max_message_bytes)
+    .max_encoding_message_size(settings.server.max_message_bytes);
     let api = shared::server::Api::new(
         SERVICE_NAME,
         tonic::service::Routes::new(routes::QueryRoutes::new(
             api,
             settings.server.max_message_bytes,
-        )),
+        ))
+        .add_service(admin),
         RpcMetrics {
             total: "orders_queries_total",
             duration: "orders_query_duration_seconds",
@@ -152,7 +171,8 @@ pub async fn run(
             streams: &[("WatchOrder", "orders_watchers")],
         },
     )
-    .ready_when(ready_rx);
+    .ready_when(ready_rx)
+    .also_serving(ADMIN_SERVICE_NAME);
     let shutdown = async move {
         tokio::select! {
             () = shutdown => {}

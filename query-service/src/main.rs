@@ -33,6 +33,8 @@ async fn main() -> ExitCode {
         // Whether a token is set, never the token.
         query_auth = server.auth_token.is_some() || server.auth_token_file.is_some(),
         subscribe_token = config.subscribe_token.is_some() || config.subscribe_token_file.is_some(),
+        admin_token = config.admin_token.is_some() || config.admin_token_file.is_some(),
+        park_after_stops = config.park_after_stops,
         command_ca_file = ?config.command_ca_file,
         web_listen = ?config.web_listen,
         web_command_url = ?config.web_command_url,

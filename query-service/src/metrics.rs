@@ -8,8 +8,11 @@ const PROGRESS_SAMPLE: Duration = Duration::from_millis(200);
 
 /// Keeps the projection's metrics current until `stop` is set: applied and head
 /// positions, lag in events, lag in seconds (how long the replica has been
-/// behind the head it knows of, 0 when caught up), the link state, and the
-/// counter of events applied to the served read models.
+/// behind the head it knows of, 0 when caught up), the link state, the
+/// counter of events applied to the served read models, whether applying is
+/// paused, the events parked now, and a rebuild's progress. (Skips and
+/// auto-parks are counted where they happen, in `applier.rs`:
+/// `orders_projection_skipped_events_total`, `orders_projection_auto_parked_total`.)
 #[allow(clippy::cast_precision_loss)] // positions and counts stay far below 2^53
 pub async fn track_progress(
     status: std::sync::Arc<crate::status::ProjectionStatus>,
@@ -22,6 +25,10 @@ pub async fn track_progress(
     let lag_seconds = metrics::gauge!("orders_projection_lag_seconds");
     let connected = metrics::gauge!("orders_projection_connected");
     let stopped = metrics::gauge!("orders_projection_stopped");
+    let paused = metrics::gauge!("orders_projection_paused");
+    let parked = metrics::gauge!("orders_projection_parked_events");
+    let rebuilding = metrics::gauge!("orders_projection_rebuilding");
+    let rebuild_position = metrics::gauge!("orders_projection_rebuild_position");
     let mut last_applied = status.snapshot().applied_position;
     let mut behind_since: Option<tokio::time::Instant> = None;
     let mut ticks = tokio::time::interval(PROGRESS_SAMPLE);
@@ -48,5 +55,13 @@ pub async fn track_progress(
         lag_seconds.set(since.map_or(0.0, |t| (now - t).as_secs_f64()));
         connected.set(if p.connected { 1.0 } else { 0.0 });
         stopped.set(if p.stopped.is_some() { 1.0 } else { 0.0 });
+        paused.set(if p.paused { 1.0 } else { 0.0 });
+        parked.set(p.parked as f64);
+        rebuilding.set(if p.rebuild_position.is_some() {
+            1.0
+        } else {
+            0.0
+        });
+        rebuild_position.set(p.rebuild_position.unwrap_or(0) as f64);
     }
 }

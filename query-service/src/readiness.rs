@@ -1,7 +1,9 @@
 //! Readiness (SPEC guarantee 9): whether this replica should get queries behind
 //! a load balancer. It is ready once it has heard the command side's head and
 //! is within `--ready-max-lag` events of it, while applying has not stopped
-//! (a poison event or any other stop reported through `ProjectionStatus`), and
+//! (a poison event or any other stop reported through `ProjectionStatus`) and
+//! is not paused (`PauseProjection`: the replica is deliberately falling
+//! behind, so it should not take read-your-writes traffic), and
 //! while the served read models can answer every query (a rebuild of a model
 //! the served generation lacks answers UNAVAILABLE until it switches in).
 //! Driven by `ProjectionStatus` changes, not by a timer; `serve` reports it on
@@ -22,6 +24,9 @@ fn not_ready_because(progress: &Progress, max_lag: u64, answers_all: bool) -> Op
             "applying stopped at position {}: {}",
             stopped.position, stopped.error
         ));
+    }
+    if progress.paused {
+        return Some("applying is paused (PauseProjection)".to_owned());
     }
     if !progress.head_seen {
         return Some("the command side's head is not known yet".to_owned());
@@ -122,5 +127,12 @@ mod tests {
             .unwrap()
             .contains("any reason"));
         assert!(not_ready_because(&progress(100, 100), 10, false).is_some());
+        let paused = Progress {
+            paused: true,
+            ..progress(100, 100)
+        };
+        assert!(not_ready_because(&paused, 10, true)
+            .unwrap()
+            .contains("paused"));
     }
 }

@@ -24,8 +24,15 @@ pub struct Progress {
     /// `subscription.rs`).
     pub head_seen: bool,
     /// Set once applying has stopped (an event it cannot apply, or any other
-    /// reason the log cannot be followed).
+    /// reason the log cannot be followed); cleared when the event is skipped.
     pub stopped: Option<Stopped>,
+    /// Applying is paused (`PauseProjection`).
+    pub paused: bool,
+    /// Events parked now, and skips recorded (`parking.rs`).
+    pub parked: u64,
+    pub skipped: u64,
+    /// While a rebuild runs: the position it has reached.
+    pub rebuild_position: Option<u64>,
 }
 
 impl Progress {
@@ -34,6 +41,7 @@ impl Progress {
     pub fn caught_up(&self, max_lag: u64) -> bool {
         self.head_seen
             && self.stopped.is_none()
+            && !self.paused
             && self.head_position.saturating_sub(self.applied_position) <= max_lag
     }
 }
@@ -117,6 +125,35 @@ impl ProjectionStatus {
     pub fn stop(&self, position: u64, error: String) {
         self.progress
             .send_modify(|p| p.stopped = Some(Stopped { position, error }));
+    }
+
+    /// Applying goes on after a stop (the event was skipped).
+    pub fn clear_stop(&self) {
+        self.progress
+            .send_if_modified(|p| p.stopped.take().is_some());
+    }
+
+    /// Applying paused or resumed: wakes readiness.
+    pub fn set_paused(&self, paused: bool) {
+        self.progress
+            .send_if_modified(|p| std::mem::replace(&mut p.paused, paused) != paused);
+    }
+
+    /// The counts of parked events and skips; wakes nobody.
+    pub fn set_parking(&self, parked: u64, skipped: u64) {
+        self.progress.send_if_modified(|p| {
+            p.parked = parked;
+            p.skipped = skipped;
+            false
+        });
+    }
+
+    /// A rebuild's progress (`None`: no rebuild runs); wakes nobody.
+    pub fn set_rebuild(&self, position: Option<u64>) {
+        self.progress.send_if_modified(|p| {
+            p.rebuild_position = position;
+            false
+        });
     }
 
     /// Waits until `min_position` is applied, the `deadline` passes, applying
@@ -243,5 +280,29 @@ mod tests {
         assert!(!progress.has_changed().unwrap());
         status.stop(1, "any".to_owned());
         assert!(progress.has_changed().unwrap());
+    }
+
+    #[test]
+    fn pausing_and_a_skip_wake_readiness_and_parking_counts_wake_nobody() {
+        let status = ProjectionStatus::new(Checkpoint::default(), 10);
+        status.set_head(0);
+        let mut progress = status.subscribe();
+        assert!(progress.borrow_and_update().caught_up(10));
+        status.set_paused(true);
+        assert!(progress.has_changed().unwrap());
+        assert!(!progress.borrow_and_update().caught_up(10), "paused");
+        status.set_paused(true);
+        assert!(!progress.has_changed().unwrap(), "no change, no wake");
+        status.set_paused(false);
+        status.stop(1, "poison".to_owned());
+        assert!(!progress.borrow_and_update().caught_up(10));
+        status.clear_stop();
+        assert!(progress.has_changed().unwrap());
+        assert!(progress.borrow_and_update().caught_up(10));
+        status.set_parking(1, 2);
+        status.set_rebuild(Some(5));
+        assert!(!progress.has_changed().unwrap());
+        let p = status.snapshot();
+        assert_eq!((p.parked, p.skipped, p.rebuild_position), (1, 2, Some(5)));
     }
 }

@@ -61,6 +61,11 @@ impl Reader {
         Reader { tree }
     }
 
+    /// The tree itself, for a transaction with the parking trees (`store.rs`).
+    pub(crate) fn tree(&self) -> &sled::Tree {
+        &self.tree
+    }
+
     pub fn get<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StoreError> {
         match self.tree.get(key)? {
             Some(bytes) => Ok(Some(decode_snapshot(&bytes)?)),
@@ -142,6 +147,10 @@ impl Writes {
 
     pub fn remove(&mut self, key: Vec<u8>) {
         self.writes.push((key, None));
+    }
+
+    pub(crate) fn into_vec(self) -> Vec<(Vec<u8>, Option<Bytes>)> {
+        self.writes
     }
 }
 

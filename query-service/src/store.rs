@@ -23,11 +23,12 @@ use serde::{Deserialize, Serialize};
 use shared::codec::{decode_snapshot, encode_snapshot};
 use shared::domain::{RecordedEvent, Timestamp};
 
+use crate::parking::{self, ParkedEvent, Parking, SkipRecord};
 use crate::projection::{self, ProjectionError};
 use crate::read_models::checkpoint::{self, Checkpoint};
 use crate::read_models::order_view::OrderRow;
 use crate::read_models::{order_view, Batch, Change, Descriptor, REGISTRY};
-use crate::storage::{Reader, StoreError, Writes};
+use crate::storage::{Reader, StoreError, Writes, PENDING_KEY};
 
 /// Default-tree key of the `Catalog`.
 const CATALOG_KEY: &[u8] = b"read_models";
@@ -63,6 +64,9 @@ pub struct Store {
     db: sled::Db,
     active: RwLock<Arc<Generation>>,
     rebuilding: AtomicBool,
+    registry: Registry,
+    /// Parked events and skips, outside every generation.
+    parking: Parking,
 }
 
 /// One set of read models in one tree.
@@ -220,9 +224,11 @@ impl Store {
             None => Arc::clone(&active),
         };
         let store = Store {
+            parking: Parking::open(&db)?,
             db,
             active: RwLock::new(active),
             rebuilding: AtomicBool::new(catalog.rebuilding.is_some()),
+            registry,
         };
         Ok((store, target))
     }
@@ -236,6 +242,44 @@ impl Store {
     /// one answers (on request, or because the served one is not this build's).
     pub fn is_rebuilding(&self) -> bool {
         self.rebuilding.load(Ordering::Acquire)
+    }
+
+    /// The parked events and the record of skips.
+    pub fn parking(&self) -> &Parking {
+        &self.parking
+    }
+
+    /// Starts a rebuild while serving (`StartRebuild`): records, durably, a
+    /// fresh generation to fill from position 0, as `--rebuild` does at start,
+    /// and returns it. The served generation keeps answering until the
+    /// applier switches to the new one (`switch_to`). `None` when a rebuild
+    /// is already running.
+    pub fn start_rebuild(&self) -> Result<Option<Arc<Generation>>, StoreError> {
+        if self.is_rebuilding() {
+            return Ok(None);
+        }
+        let active = self.active();
+        let highest = self
+            .db
+            .tree_names()
+            .iter()
+            .filter_map(|n| generation_of(n))
+            .max()
+            .unwrap_or(0)
+            .max(active.number());
+        let record = GenerationRecord {
+            number: highest + 1,
+            models: records(self.registry),
+        };
+        let generation = Arc::new(Generation::open(&self.db, &record, self.registry)?);
+        let catalog = Catalog {
+            active: active.record.clone(),
+            rebuilding: Some(record),
+        };
+        self.db.insert(CATALOG_KEY, encode_snapshot(&catalog))?;
+        self.db.flush()?;
+        self.rebuilding.store(true, Ordering::Release);
+        Ok(Some(generation))
     }
 
     /// Makes a rebuilt generation the served one (durably). Returns the old one,
@@ -372,6 +416,108 @@ impl Generation {
             (model.update)(&batch, &self.reader, &mut writes)?;
         }
         self.reader.commit(writes)?;
+        Ok(kept)
+    }
+}
+
+impl Generation {
+    /// The writes of `events` (consecutive positions, none if empty) and of
+    /// the checkpoint moving to `checkpoint`, and the kept rows.
+    fn writes(
+        &self,
+        events: &[RecordedEvent],
+        checkpoint: Checkpoint,
+        keep: impl Fn(&str) -> bool,
+    ) -> Result<(Writes, Vec<OrderRow>), ApplyError> {
+        let (changes, kept) = project(&self.reader, events, keep)?;
+        let batch = Batch {
+            changes: &changes,
+            checkpoint,
+        };
+        let mut writes = Writes::default();
+        for model in &self.holds {
+            (model.update)(&batch, &self.reader, &mut writes)?;
+        }
+        Ok((writes, kept))
+    }
+
+    /// Commits `writes` to this generation and `side` to the parking trees
+    /// in one sled transaction (the pending batch of `Reader::commit` is
+    /// dropped in it, so a restart cannot replay an older one over it).
+    fn commit_parking(
+        &self,
+        writes: Writes,
+        parking: &Parking,
+        side: impl Fn(
+            &sled::transaction::TransactionalTree,
+            &sled::transaction::TransactionalTree,
+        ) -> Result<(), sled::transaction::UnabortableTransactionError>,
+    ) -> Result<(), StoreError> {
+        use sled::Transactional;
+        let writes = writes.into_vec();
+        let tree = self.reader.tree();
+        let result = (tree, &parking.parked, &parking.skips).transaction(|(g, parked, skips)| {
+            for (key, value) in &writes {
+                match value {
+                    Some(value) => g.insert(key.as_slice(), value.clone())?,
+                    None => g.remove(key.as_slice())?,
+                };
+            }
+            g.remove(PENDING_KEY)?;
+            side(parked, skips)?;
+            Ok::<_, sled::transaction::ConflictableTransactionError<()>>(())
+        });
+        result.map_err(|e| match e {
+            sled::transaction::TransactionError::Storage(e) => StoreError::Sled(e),
+            sled::transaction::TransactionError::Abort(()) => {
+                StoreError::Sled(sled::Error::Unsupported("aborted".to_owned()))
+            }
+        })
+    }
+
+    /// Moves the checkpoint past the event at `checkpoint.position` without
+    /// applying it, parking it (`parked`, unless it is parked already) and
+    /// recording the skip, in one transaction: a crash leaves both or neither.
+    pub fn skip(
+        &self,
+        checkpoint: Checkpoint,
+        parking: &Parking,
+        parked: Option<&ParkedEvent>,
+        skip: &SkipRecord,
+    ) -> Result<(), StoreError> {
+        let writes = match self.writes(&[], checkpoint, |_| false) {
+            Ok((writes, _)) => writes,
+            Err(ApplyError::Store(e)) => return Err(e),
+            Err(ApplyError::Projection { .. }) => unreachable!("no event is projected"),
+        };
+        let parked = parked.map(encode_snapshot);
+        let skip = encode_snapshot(skip);
+        let position = checkpoint.position;
+        self.commit_parking(writes, parking, |p, s| {
+            if let Some(parked) = &parked {
+                p.insert(&parking::key(position), parked.as_slice())?;
+            }
+            let id = s.generate_id()?;
+            s.insert(&id.to_be_bytes(), skip.as_slice())?;
+            Ok(())
+        })
+    }
+
+    /// Applies the parked `event` now, un-parking it in the same transaction;
+    /// the checkpoint stays where it is (`checkpoint`, this generation's).
+    pub fn apply_parked(
+        &self,
+        event: &RecordedEvent,
+        checkpoint: Checkpoint,
+        parking: &Parking,
+        keep: impl Fn(&str) -> bool,
+    ) -> Result<Vec<OrderRow>, ApplyError> {
+        let (writes, kept) = self.writes(std::slice::from_ref(event), checkpoint, keep)?;
+        let position = event.position;
+        self.commit_parking(writes, parking, |p, _| {
+            p.remove(&parking::key(position))?;
+            Ok(())
+        })?;
         Ok(kept)
     }
 }
@@ -820,6 +966,111 @@ mod tests {
         assert_eq!(target.checkpoint().unwrap().position, 0);
         let names: Vec<_> = store.db.tree_names();
         assert!(!names.iter().any(|n| n.starts_with(b"g3") || n == b"g4"));
+    }
+
+    fn parked(position: u64) -> ParkedEvent {
+        ParkedEvent {
+            position,
+            envelope: vec![1, 2, 3],
+            order_id: "o9".to_owned(),
+            event_type: "unknown".to_owned(),
+            reason: "newer build".to_owned(),
+            error: "cannot be read".to_owned(),
+            parked_at: Timestamp(7),
+            auto: false,
+            retries: 0,
+            last_retry_at: None,
+        }
+    }
+
+    fn skip_record(position: u64) -> SkipRecord {
+        SkipRecord {
+            position,
+            kind: crate::parking::SkipKind::Operator,
+            reason: "newer build".to_owned(),
+            skipped_at: Timestamp(7),
+        }
+    }
+
+    #[test]
+    fn a_skip_moves_the_checkpoint_with_its_park_record_and_survives_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (store, target) = Store::open(dir.path(), 8 << 20, false).unwrap();
+            // A small batch leaves its writes pending (storage.rs): a reopen
+            // must not replay them over the skip's checkpoint.
+            target
+                .apply(&[created(1, "o1", "c1")], None, |_| true)
+                .unwrap();
+            let checkpoint = Checkpoint {
+                position: 2,
+                applied_at: Some(Timestamp(7)),
+            };
+            target
+                .skip(
+                    checkpoint,
+                    store.parking(),
+                    Some(&parked(2)),
+                    &skip_record(2),
+                )
+                .unwrap();
+            store.db.flush().unwrap();
+        }
+        let (store, target) = reopen(dir.path(), false, REGISTRY);
+        assert_eq!(target.checkpoint().unwrap().position, 2);
+        assert_eq!(store.parking().get(2).unwrap(), Some(parked(2)));
+        assert_eq!(
+            (
+                store.parking().parked_count(),
+                store.parking().skipped_count()
+            ),
+            (1, 1)
+        );
+        // The read models are untouched by the skip.
+        assert!(order_view::get(views(&target), "o1").unwrap().is_some());
+
+        // A rebuild keeps the parking trees, and re-applying a parked event
+        // un-parks it in the same transaction as its changes.
+        drop((store, target));
+        let (store, target) = reopen(dir.path(), true, REGISTRY);
+        assert_eq!(store.parking().parked_count(), 1);
+        target
+            .apply(&[created(1, "o1", "c1")], None, |_| true)
+            .unwrap();
+        let checkpoint = target.checkpoint().unwrap();
+        let late = created(2, "o2", "c2");
+        target
+            .apply_parked(&late, checkpoint, store.parking(), |_| false)
+            .unwrap();
+        assert_eq!(store.parking().parked_count(), 0);
+        assert_eq!(target.checkpoint().unwrap().position, 1);
+        assert!(order_view::get(views(&target), "o2").unwrap().is_some());
+        // An event that does not fit is refused and stays parked.
+        store.parking().update(&parked(3)).unwrap();
+        let misfit = created(3, "o2", "c2");
+        assert!(matches!(
+            target.apply_parked(&misfit, checkpoint, store.parking(), |_| false),
+            Err(ApplyError::Projection { .. })
+        ));
+        assert_eq!(store.parking().parked_count(), 1);
+    }
+
+    #[test]
+    fn a_rebuild_started_at_runtime_is_recorded_and_not_started_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, target) = Store::open(dir.path(), 8 << 20, false).unwrap();
+        target
+            .apply(&[created(1, "o1", "c1")], None, |_| true)
+            .unwrap();
+        let rebuilt = store.start_rebuild().unwrap().expect("a new generation");
+        assert_eq!((store.active().number(), rebuilt.number()), (1, 2));
+        assert!(store.is_rebuilding());
+        assert!(store.start_rebuild().unwrap().is_none());
+        assert_eq!(rebuilt.checkpoint().unwrap().position, 0);
+        drop((store, target, rebuilt));
+        // A crash before the switch resumes the same rebuild.
+        let (store, target) = reopen(dir.path(), false, REGISTRY);
+        assert_eq!((store.active().number(), target.number()), (1, 2));
     }
 
     #[test]

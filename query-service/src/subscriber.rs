@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::applier::Received;
+use crate::applier::{Received, Resubscribe};
 use crate::status::ProjectionStatus;
 use crate::store::Store;
 use crate::upstream::Upstream;
@@ -35,13 +35,18 @@ pub struct Subscriber {
     /// `--rebuild`: the read models start over, so the log the first
     /// subscription offers becomes theirs, whatever was recorded before.
     pub accept_new_log: bool,
+    /// A rebuild started at runtime: subscribe again from its position, into
+    /// a new channel.
+    pub resubscribe: mpsc::Receiver<Resubscribe>,
 }
 
 /// How one subscription ended.
 enum Ended {
     Shutdown,
-    /// The applier stopped (poison event): nothing more to deliver.
+    /// The applier stopped: nothing more to deliver.
     ApplierGone,
+    /// The applier started a rebuild: subscribe again from its position.
+    Resubscribed(Resubscribe),
     /// The command side serves another history than the read models hold
     /// (another log, or one that ends before their checkpoint): applying
     /// stopped, and stays stopped until a restart with `--rebuild`.
@@ -72,11 +77,17 @@ impl Backoff {
 impl Subscriber {
     /// Streams every event after `after` into `events` until shutdown or until the
     /// applier goes away.
-    pub async fn run(mut self, mut after: u64, events: mpsc::Sender<Received>) {
+    pub async fn run(mut self, mut after: u64, mut events: mpsc::Sender<Received>) {
         let mut backoff = Backoff { attempt: 0 };
         loop {
             match self.subscribe_once(&mut after, &events).await {
                 Ended::Shutdown | Ended::ApplierGone => break,
+                Ended::Resubscribed(again) => {
+                    tracing::info!(after = again.after, "subscribing again for a rebuild");
+                    after = again.after;
+                    events = again.events;
+                    backoff.attempt = 0;
+                }
                 Ended::OtherHistory => {
                     // Queries keep being answered from what is held; the
                     // applier waits (its channel stays open) until shutdown.
@@ -101,6 +112,10 @@ impl Subscriber {
                     );
                     tokio::select! {
                         () = tokio::time::sleep(delay) => {}
+                        Some(again) = self.resubscribe.recv() => {
+                            after = again.after;
+                            events = again.events;
+                        }
                         _ = self.shutdown.wait_for(|stop| *stop) => break,
                     }
                 }
@@ -211,6 +226,7 @@ impl Subscriber {
         loop {
             let message = tokio::select! {
                 message = tokio::time::timeout(STALL_TIMEOUT, stream.message()) => message,
+                Some(again) = self.resubscribe.recv() => return Ended::Resubscribed(again),
                 _ = self.shutdown.wait_for(|stop| *stop) => return Ended::Shutdown,
             };
             let lost = |reason: String| Ended::Lost {
@@ -236,9 +252,15 @@ impl Subscriber {
                         // Read here, beside the applier rather than on its path.
                         sent = events.send(Received::from(event)) => {
                             if sent.is_err() {
-                                return Ended::ApplierGone;
+                                // A rebuild replaces the channel after asking
+                                // to subscribe again.
+                                return match self.resubscribe.try_recv() {
+                                    Ok(again) => Ended::Resubscribed(again),
+                                    Err(_) => Ended::ApplierGone,
+                                };
                             }
                         }
+                        Some(again) = self.resubscribe.recv() => return Ended::Resubscribed(again),
                         _ = self.shutdown.wait_for(|stop| *stop) => return Ended::Shutdown,
                     }
                     *after = position;
