@@ -14,6 +14,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use shared::domain::{RecordedEvent, Timestamp};
 use shared::proto as pb;
 use tokio::sync::{mpsc, watch};
+use tracing::Instrument;
 
 use crate::read_models::checkpoint::Checkpoint;
 use crate::read_models::order_view::OrderRow;
@@ -88,15 +89,43 @@ pub struct Applier {
 pub struct Received {
     pub position: u64,
     pub event: Result<RecordedEvent, String>,
+    /// The trace context of the command that caused it, when it had one.
+    pub trace: Option<pb::EventMetadata>,
 }
 
 impl From<pb::EventEnvelope> for Received {
-    fn from(envelope: pb::EventEnvelope) -> Self {
+    fn from(mut envelope: pb::EventEnvelope) -> Self {
         Received {
             position: envelope.position,
             event: RecordedEvent::try_from(&envelope).map_err(|e| e.to_string()),
+            trace: envelope.metadata.take(),
         }
     }
+}
+
+/// The most commands' traces an `apply` span links to.
+const MAX_SPAN_LINKS: usize = 32;
+
+/// With OTLP on, the span of applying `batch`: a trace of its own, linked to
+/// the traces of the commands whose events it holds. Disabled otherwise.
+fn apply_span(batch: &[Received]) -> tracing::Span {
+    if !shared::telemetry::otlp_enabled() {
+        return tracing::Span::none();
+    }
+    let span = tracing::info_span!(
+        parent: None,
+        "apply",
+        events = batch.len(),
+        first_position = batch.first().map_or(0, |r| r.position),
+        last_position = batch.last().map_or(0, |r| r.position),
+    );
+    let traces = batch.iter().filter_map(|r| r.trace.as_ref());
+    shared::telemetry::link_to(
+        &span,
+        traces.map(|t| (t.traceparent.as_str(), t.tracestate.as_str())),
+        MAX_SPAN_LINKS,
+    );
+    span
 }
 
 /// Where and why applying stopped.
@@ -158,9 +187,10 @@ impl Applier {
                     Err(_) => break,
                 }
             }
+            let span = apply_span(&batch);
             let (decoded, mut poison) = decode(batch, &mut next);
             if !decoded.is_empty() {
-                if let Err(p) = self.apply(decoded).await {
+                if let Err(p) = self.apply(decoded).instrument(span).await {
                     poison = Some(p);
                 }
             }
@@ -367,6 +397,7 @@ mod tests {
             version: position,
             occurred_at: Some(prost_types::Timestamp::default()),
             command_id: String::new(),
+            metadata: None,
             event: Some(pb::event_envelope::Event::OrderShipped(pb::OrderShipped {
                 customer_id: "c".to_owned(),
                 ..Default::default()

@@ -30,6 +30,7 @@ pub trait ServerEnv: Debug + Clone + Send + Sync + 'static {
     const KEEPALIVE_TIMEOUT_MS: &'static str;
     const METRICS_LISTEN: &'static str;
     const SHUTDOWN_GRACE_MS: &'static str;
+    const OTLP_ENDPOINT: &'static str;
 }
 
 /// Declares a marker type naming the common flags' environment variables
@@ -59,6 +60,7 @@ macro_rules! server_env {
             const KEEPALIVE_TIMEOUT_MS: &'static str = concat!($prefix, "_KEEPALIVE_TIMEOUT_MS");
             const METRICS_LISTEN: &'static str = concat!($prefix, "_METRICS_LISTEN");
             const SHUTDOWN_GRACE_MS: &'static str = concat!($prefix, "_SHUTDOWN_GRACE_MS");
+            const OTLP_ENDPOINT: &'static str = concat!($prefix, "_OTLP_ENDPOINT");
         }
     };
 }
@@ -143,6 +145,11 @@ pub struct ServerFlags<E: ServerEnv> {
           value_parser = clap::value_parser!(u64).range(0..=600_000))]
     pub shutdown_grace_ms: u64,
 
+    /// Export traces over OTLP/gRPC to this collector, e.g. `http://127.0.0.1:4317`
+    /// (batched; `OTEL_BSP_*` variables tune the batches); unset: no export.
+    #[arg(long, env = E::OTLP_ENDPOINT)]
+    pub otlp_endpoint: Option<String>,
+
     #[arg(skip)]
     _env: PhantomData<E>,
 }
@@ -155,7 +162,8 @@ impl<E: ServerEnv> std::fmt::Display for ServerFlags<E> {
             f,
             "log_level={} log_format={:?} tls={} max_message_bytes={} request_timeout_ms={} \
              max_concurrent_streams={} max_requests_per_connection={} max_connections={} \
-             keepalive_interval_ms={} keepalive_timeout_ms={} shutdown_grace_ms={} metrics_listen=",
+             keepalive_interval_ms={} keepalive_timeout_ms={} shutdown_grace_ms={} otlp_endpoint={} \
+             metrics_listen=",
             self.log_level,
             self.log_format,
             self.tls_cert.is_some(),
@@ -167,6 +175,7 @@ impl<E: ServerEnv> std::fmt::Display for ServerFlags<E> {
             self.keepalive_interval_ms,
             self.keepalive_timeout_ms,
             self.shutdown_grace_ms,
+            self.otlp_endpoint.as_deref().unwrap_or("off"),
         )?;
         match self.metrics_listen {
             Some(addr) => write!(f, "{addr}"),
@@ -209,6 +218,10 @@ mod tests {
             Some("TESTSVC_METRICS_LISTEN")
         );
         assert_eq!(env("tls_key").as_deref(), Some("TESTSVC_TLS_KEY"));
+        assert_eq!(
+            env("otlp_endpoint").as_deref(),
+            Some("TESTSVC_OTLP_ENDPOINT")
+        );
     }
 
     #[test]
@@ -216,6 +229,7 @@ mod tests {
         let config = Config::try_parse_from(["svc"]).unwrap();
         assert!(config.server.auth_token.is_none() && config.server.tls_cert.is_none());
         assert!(config.server.metrics_listen.is_none());
+        assert!(config.server.otlp_endpoint.is_none());
         assert_eq!(config.server.max_message_bytes, 4 * 1024 * 1024);
         assert_eq!(config.server.keepalive_interval_ms, 30_000);
         assert_eq!(config.server.keepalive_timeout_ms, 10_000);
