@@ -326,4 +326,42 @@ mod tests {
         let decided = group.finish().unwrap();
         assert!(decided.batch.commands.is_empty(), "a refusal keeps no key");
     }
+
+    /// The events in a decided group's log blocks, decoded as a reader would.
+    fn events_of(decided: &Decided) -> Vec<pb::EventEnvelope> {
+        decided
+            .batch
+            .blocks
+            .iter()
+            .flat_map(|(_, block)| {
+                codec::log_block_frames(block)
+                    .unwrap()
+                    .into_iter()
+                    .map(|range| {
+                        let bytes = bytes::Bytes::copy_from_slice(&block[range]);
+                        crate::store::decode_event(0, bytes).unwrap()
+                    })
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_commands_trace_context_is_stored_with_its_events_and_only_then() {
+        let stored = Stored::default();
+        let mut group = Group::new(1);
+        let metadata = pb::EventMetadata {
+            traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into(),
+            tracestate: "vendor=abc".into(),
+        };
+        group
+            .decide(&stored, create("o-1", None), now(), Some(&metadata))
+            .unwrap();
+        group
+            .decide(&stored, add("o-1", "pear", None), now(), None)
+            .unwrap();
+        let events = events_of(&group.finish().unwrap());
+        assert_eq!(events.len(), 2);
+        assert_eq!(events[0].metadata.as_ref(), Some(&metadata));
+        assert_eq!(events[1].metadata, None, "no trace context, no metadata");
+    }
 }

@@ -425,4 +425,16 @@ mod tests {
         assert_eq!(events.len(), 1);
         assert_eq!(poison.unwrap().position, 2);
     }
+
+    #[test]
+    fn a_received_event_keeps_its_trace_context() {
+        let metadata = pb::EventMetadata {
+            traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into(),
+            tracestate: String::new(),
+        };
+        let mut traced = envelope_of(1);
+        traced.metadata = Some(metadata.clone());
+        assert_eq!(Received::from(traced).trace, Some(metadata));
+        assert_eq!(envelope(2).trace, None);
+    }
 }

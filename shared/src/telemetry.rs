@@ -326,3 +326,87 @@ pub async fn shutdown_signal() {
         () = terminate => tracing::info!("SIGTERM received, shutting down"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const VALID: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    #[test]
+    fn only_well_formed_traceparents_are_valid() {
+        assert!(valid_traceparent(VALID));
+        assert!(valid_traceparent(
+            "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"
+        ));
+        for bad in [
+            "",
+            "garbage",
+            // Upper case, a zero trace id, a zero span id, version ff.
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            // Wrong separators, a longer value.
+            "00_4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-x",
+        ] {
+            assert!(!valid_traceparent(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn without_otlp_the_request_context_is_the_valid_header_as_received() {
+        assert!(!otlp_enabled());
+        let span = tracing::Span::none();
+        let mut headers = http::HeaderMap::new();
+        assert_eq!(request_context(&headers, &span), None);
+        headers.insert("traceparent", VALID.parse().unwrap());
+        assert_eq!(
+            request_context(&headers, &span),
+            Some(TraceContext {
+                traceparent: VALID.into(),
+                tracestate: String::new(),
+            })
+        );
+        headers.insert("tracestate", "vendor=abc".parse().unwrap());
+        assert_eq!(
+            request_context(&headers, &span).unwrap().tracestate,
+            "vendor=abc"
+        );
+        headers.insert("tracestate", "x".repeat(513).parse().unwrap());
+        assert_eq!(request_context(&headers, &span).unwrap().tracestate, "");
+        headers.insert("traceparent", "00-nope".parse().unwrap());
+        assert_eq!(request_context(&headers, &span), None);
+    }
+
+    #[test]
+    fn a_stored_context_names_its_span_and_links_nothing_without_otlp() {
+        let context = TraceContext::span_context(VALID, "vendor=abc").unwrap();
+        assert_eq!(
+            context.trace_id().to_string(),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
+        assert_eq!(context.span_id().to_string(), "00f067aa0ba902b7");
+        assert_eq!(context.trace_state().header(), "vendor=abc");
+        assert!(context.is_sampled() && context.is_remote());
+        assert_eq!(
+            TraceContext::of(&context),
+            TraceContext {
+                traceparent: VALID.into(),
+                tracestate: "vendor=abc".into(),
+            }
+        );
+        assert!(TraceContext::span_context("00-nope", "").is_none());
+        let span = tracing::info_span!("test");
+        assert_eq!(link_to(&span, [(VALID, "")], 32), 0);
+    }
+
+    #[test]
+    fn a_bad_otlp_endpoint_is_refused_naming_the_flag() {
+        for bad in ["localhost:4317", "ftp://collector:4317", "http://"] {
+            let error = provider(bad, "test").unwrap_err();
+            assert!(error.contains("--otlp-endpoint"), "{bad}: {error}");
+        }
+    }
+}

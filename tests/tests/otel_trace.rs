@@ -8,7 +8,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use e2e::commands::create_request;
-use e2e::{command_args, eventually, pb, query_args, read_log, CommandClient, QueryClient, Service};
+use e2e::{
+    command_args, eventually, pb, query_args, read_log, CommandClient, QueryClient, Service,
+};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
 };
@@ -174,8 +176,7 @@ async fn one_create_order_is_one_trace_from_the_command_to_the_projection() {
     // command-service: the RPC's span, a child of the caller's span.
     let rpc = collector
         .span("command-service's CreateOrder span", |r| {
-            r.service == "command-service"
-                && r.span.name == "/orders.v1.CommandService/CreateOrder"
+            r.service == "command-service" && r.span.name == "/orders.v1.CommandService/CreateOrder"
         })
         .await;
     assert_eq!(hex(&rpc.trace_id), TRACE_ID, "{}", collector.dump());
@@ -216,7 +217,11 @@ async fn one_create_order_is_one_trace_from_the_command_to_the_projection() {
         .find(|l| hex(&l.trace_id) == TRACE_ID)
         .unwrap();
     assert_eq!(hex(&link.span_id), rpc_span_id, "{}", collector.dump());
-    assert_ne!(hex(&apply.trace_id), TRACE_ID, "a batch is a trace of its own");
+    assert_ne!(
+        hex(&apply.trace_id),
+        TRACE_ID,
+        "a batch is a trace of its own"
+    );
 
     // query-service: a read-your-writes wait in the caller's next trace.
     let next_trace = "0af7651916cd43dd8448eb211c80319c";
