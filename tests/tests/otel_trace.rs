@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use e2e::commands::create_request;
 use e2e::{
-    command_args, eventually, pb, query_args, read_log, CommandClient, QueryClient, Service,
+    command_args, eventually, pb, query_args, read_log, terminate_within, CommandClient,
+    QueryClient, Service,
 };
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
@@ -289,4 +290,36 @@ async fn without_otlp_a_valid_traceparent_is_stored_as_received_and_nothing_else
             ("bad-trace", None),
         ]
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_still_queued_are_exported_at_shutdown() {
+    let collector = Collector::default();
+    let endpoint = collector.start().await;
+    let dir = TempDir::new().unwrap();
+    // A batch delay far beyond the test: only the shutdown flush exports.
+    let command = Service::spawn(
+        "command-service",
+        &with_otlp(command_args(dir.path(), "127.0.0.1:0"), &endpoint),
+        &[("OTEL_BSP_SCHEDULE_DELAY", "600000")],
+    );
+    let mut commands = CommandClient::new(command.channel().await);
+    commands
+        .create_order(traced(create_request("flushed-1"), &traceparent()))
+        .await
+        .expect("create");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        collector.spans.lock().unwrap().is_empty(),
+        "nothing is exported before the batch delay or shutdown: {}",
+        collector.dump()
+    );
+    let status = terminate_within(command, Duration::from_secs(20)).await;
+    assert!(status.success(), "{status:?}");
+    let rpc = collector
+        .span("the CreateOrder span, flushed at shutdown", |r| {
+            r.span.name == "/orders.v1.CommandService/CreateOrder"
+        })
+        .await;
+    assert_eq!(hex(&rpc.trace_id), TRACE_ID);
 }
