@@ -243,6 +243,27 @@ async fn one_create_order_is_one_trace_from_the_command_to_the_projection() {
         })
         .await;
     assert_eq!(hex(&wait.trace_id), next_trace, "{}", collector.dump());
+
+    // query-service: a WatchOrder stream is a span that ends with the stream.
+    let watch_trace = "5b8aa5a2d2c872e8321cf37308d69df2";
+    let mut stream = queries
+        .watch_order(traced(
+            pb::WatchOrderRequest {
+                order_id: "traced-1".into(),
+            },
+            &format!("00-{watch_trace}-051581bf3cb55c13-01"),
+        ))
+        .await
+        .expect("watch order")
+        .into_inner();
+    stream.message().await.expect("the current view").unwrap();
+    drop(stream);
+    let watch = collector
+        .span("query-service's watch_order span", |r| {
+            r.service == "query-service" && r.span.name == "watch_order"
+        })
+        .await;
+    assert_eq!(hex(&watch.trace_id), watch_trace, "{}", collector.dump());
     drop(query);
     drop(command);
 }
