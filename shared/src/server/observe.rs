@@ -3,8 +3,9 @@
 //! `traceparent`/`tracestate` headers (with `--otlp-endpoint`), and the
 //! request's trace context is handed to the handler as a request extension,
 //! [`TraceContext`](crate::telemetry::TraceContext) (when a valid `traceparent`
-//! came or OTLP is on). The metrics: a counter by method and outcome and a latency histogram for
-//! unary RPCs of the service's own API, and a gauge of live server streams.
+//! came or OTLP is on). The metrics: a counter by method and outcome and a
+//! latency histogram for unary RPCs of the service's own API, and a gauge of
+//! live server streams.
 //!
 //! Only the methods the service has are label values; any other path under the
 //! service's prefix counts as `unknown`, so made-up method names cannot grow
