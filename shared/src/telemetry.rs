@@ -77,7 +77,7 @@ impl Telemetry {
 }
 
 /// Installs the global tracing subscriber: logs to stderr, and with
-/// `otlp_endpoint` (e.g. `http://127.0.0.1:4317`) spans exported over OTLP/gRPC
+/// `otlp_endpoint` (plaintext, e.g. `http://127.0.0.1:4317`) spans exported over OTLP/gRPC
 /// under the resource attribute `service.name = service_name`. Must run inside
 /// a Tokio runtime when `otlp_endpoint` is set.
 ///
@@ -132,9 +132,11 @@ fn provider(endpoint: &str, service_name: &'static str) -> Result<SdkTracerProvi
     let uri: http::Uri = endpoint
         .parse()
         .map_err(|e| format!("bad --otlp-endpoint {endpoint:?}: {e}"))?;
-    if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
+    // Plaintext only: the exporter is built without a TLS stack of its own.
+    if uri.scheme_str() != Some("http") || uri.host().is_none() {
         return Err(format!(
-            "bad --otlp-endpoint {endpoint:?}: use http://HOST:PORT or https://HOST:PORT"
+            "bad --otlp-endpoint {endpoint:?}: use http://HOST:PORT (TLS to the collector \
+             is not supported)"
         ));
     }
     let exporter = opentelemetry_otlp::SpanExporter::builder()
@@ -404,7 +406,12 @@ mod tests {
 
     #[test]
     fn a_bad_otlp_endpoint_is_refused_naming_the_flag() {
-        for bad in ["localhost:4317", "ftp://collector:4317", "http://"] {
+        for bad in [
+            "localhost:4317",
+            "ftp://collector:4317",
+            "http://",
+            "https://collector:4317",
+        ] {
             let error = provider(bad, "test").unwrap_err();
             assert!(error.contains("--otlp-endpoint"), "{bad}: {error}");
         }

@@ -145,8 +145,9 @@ pub struct ServerFlags<E: ServerEnv> {
           value_parser = clap::value_parser!(u64).range(0..=600_000))]
     pub shutdown_grace_ms: u64,
 
-    /// Export traces over OTLP/gRPC to this collector, e.g. `http://127.0.0.1:4317`
-    /// (batched; `OTEL_BSP_*` variables tune the batches); unset: no export.
+    /// Export traces over OTLP/gRPC (plaintext) to this collector, e.g.
+    /// `http://127.0.0.1:4317` (batched; `OTEL_BSP_*` variables tune the
+    /// batches); unset: no export.
     #[arg(long, env = E::OTLP_ENDPOINT)]
     pub otlp_endpoint: Option<String>,
 
