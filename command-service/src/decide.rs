@@ -62,12 +62,14 @@ impl Group {
         }
     }
 
-    /// Decides one command against `state` plus what this group has decided.
+    /// Decides one command against `state` plus what this group has decided;
+    /// its events carry `metadata` (the request's trace context) when given.
     pub fn decide(
         &mut self,
         state: &impl State,
         submission: Submission,
         now: Timestamp,
+        metadata: Option<&pb::EventMetadata>,
     ) -> Result<CommandResult, CommandError> {
         let Submission {
             request,
@@ -111,7 +113,8 @@ impl Group {
                 command_id: command_id.clone(),
                 event,
             };
-            let envelope = pb::EventEnvelope::from(&recorded);
+            let mut envelope = pb::EventEnvelope::from(&recorded);
+            envelope.metadata = metadata.cloned();
             self.batch.push_event(recorded.position, &envelope);
             self.next_position += 1;
         }
@@ -231,13 +234,13 @@ mod tests {
         let mut stored = Stored::default();
         let mut group = Group::new(1);
         let first = group
-            .decide(&stored, create("o-1", Some("k-1")), now())
+            .decide(&stored, create("o-1", Some("k-1")), now(), None)
             .unwrap();
         stored.commit(group.finish().unwrap());
 
         let mut group = Group::new(first.position + 1);
         let repeat = group
-            .decide(&stored, create("o-1", Some("k-1")), now())
+            .decide(&stored, create("o-1", Some("k-1")), now(), None)
             .unwrap();
         assert_eq!(repeat, first);
         assert!(group.finish().is_none(), "a repeat writes nothing");
@@ -248,10 +251,10 @@ mod tests {
         let stored = Stored::default();
         let mut group = Group::new(1);
         let first = group
-            .decide(&stored, create("o-1", Some("k-1")), now())
+            .decide(&stored, create("o-1", Some("k-1")), now(), None)
             .unwrap();
         let repeat = group
-            .decide(&stored, create("o-1", Some("k-1")), now())
+            .decide(&stored, create("o-1", Some("k-1")), now(), None)
             .unwrap();
         assert_eq!(repeat, first);
         let decided = group.finish().unwrap();
@@ -264,10 +267,10 @@ mod tests {
         let mut stored = Stored::default();
         let mut group = Group::new(1);
         group
-            .decide(&stored, create("o-1", Some("k-1")), now())
+            .decide(&stored, create("o-1", Some("k-1")), now(), None)
             .unwrap();
         // In the same group...
-        let reused = group.decide(&stored, create("o-2", Some("k-1")), now());
+        let reused = group.decide(&stored, create("o-2", Some("k-1")), now(), None);
         assert!(
             matches!(reused, Err(CommandError::CommandIdReused(_))),
             "{reused:?}"
@@ -275,7 +278,7 @@ mod tests {
         stored.commit(group.finish().unwrap());
         // ...and in a later one.
         let mut group = Group::new(2);
-        let reused = group.decide(&stored, add("o-1", "pear", Some("k-1")), now());
+        let reused = group.decide(&stored, add("o-1", "pear", Some("k-1")), now(), None);
         assert!(
             matches!(reused, Err(CommandError::CommandIdReused(_))),
             "{reused:?}"
@@ -287,14 +290,16 @@ mod tests {
     fn commands_see_earlier_commands_of_the_same_group() {
         let stored = Stored::default();
         let mut group = Group::new(10);
-        let created = group.decide(&stored, create("o-1", None), now()).unwrap();
+        let created = group
+            .decide(&stored, create("o-1", None), now(), None)
+            .unwrap();
         assert_eq!((created.version, created.position), (1, 10));
         let added = group
-            .decide(&stored, add("o-1", "pear", None), now())
+            .decide(&stored, add("o-1", "pear", None), now(), None)
             .unwrap();
         assert_eq!((added.version, added.position), (2, 11));
         // Creating it again in the same group sees that it exists.
-        let again = group.decide(&stored, create("o-1", None), now());
+        let again = group.decide(&stored, create("o-1", None), now(), None);
         assert!(
             matches!(again, Err(CommandError::AlreadyExists(_))),
             "{again:?}"
@@ -309,14 +314,54 @@ mod tests {
     fn a_refused_command_writes_nothing_and_takes_no_position() {
         let stored = Stored::default();
         let mut group = Group::new(1);
-        let missing = group.decide(&stored, add("nope", "pear", Some("k-9")), now());
+        let missing = group.decide(&stored, add("nope", "pear", Some("k-9")), now(), None);
         assert!(
             matches!(missing, Err(CommandError::NotFound(_))),
             "{missing:?}"
         );
-        let created = group.decide(&stored, create("o-1", None), now()).unwrap();
+        let created = group
+            .decide(&stored, create("o-1", None), now(), None)
+            .unwrap();
         assert_eq!(created.position, 1);
         let decided = group.finish().unwrap();
         assert!(decided.batch.commands.is_empty(), "a refusal keeps no key");
+    }
+
+    /// The events in a decided group's log blocks, decoded as a reader would.
+    fn events_of(decided: &Decided) -> Vec<pb::EventEnvelope> {
+        decided
+            .batch
+            .blocks
+            .iter()
+            .flat_map(|(_, block)| {
+                codec::log_block_frames(block)
+                    .unwrap()
+                    .into_iter()
+                    .map(|range| {
+                        let bytes = bytes::Bytes::copy_from_slice(&block[range]);
+                        crate::store::decode_event(0, bytes).unwrap()
+                    })
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_commands_trace_context_is_stored_with_its_events_and_only_then() {
+        let stored = Stored::default();
+        let mut group = Group::new(1);
+        let metadata = pb::EventMetadata {
+            traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into(),
+            tracestate: "vendor=abc".into(),
+        };
+        group
+            .decide(&stored, create("o-1", None), now(), Some(&metadata))
+            .unwrap();
+        group
+            .decide(&stored, add("o-1", "pear", None), now(), None)
+            .unwrap();
+        let events = events_of(&group.finish().unwrap());
+        assert_eq!(events.len(), 2);
+        assert_eq!(events[0].metadata.as_ref(), Some(&metadata));
+        assert_eq!(events[1].metadata, None, "no trace context, no metadata");
     }
 }

@@ -7,6 +7,7 @@ use shared::convert::OrderEventsPage;
 use shared::domain::{OrderId, Submission, ValidationError};
 use shared::proto as pb;
 use shared::proto::command_service_server::CommandService;
+use shared::telemetry::TraceContext;
 use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 
@@ -30,13 +31,15 @@ pub struct CommandApi {
 }
 
 impl CommandApi {
-    async fn execute<R>(&self, request: &R) -> Result<CommandResult, Status>
+    async fn execute<R>(&self, request: &Request<R>) -> Result<CommandResult, Status>
     where
         for<'a> Submission: TryFrom<&'a R, Error = ValidationError>,
     {
-        let submission = Submission::try_from(request).map_err(CommandError::from)?;
+        let submission = Submission::try_from(request.get_ref()).map_err(CommandError::from)?;
         let name = submission.request.command.name();
-        let result = self.writer.submit(submission).await;
+        // Stored with the command's events (observe.rs put it there).
+        let trace = request.extensions().get::<TraceContext>().cloned();
+        let result = self.writer.submit(submission, trace).await;
         match &result {
             Ok(r) => {
                 tracing::debug!(command = name, order_id = %r.order_id, position = r.position, "committed")
@@ -113,42 +116,42 @@ impl CommandService for CommandApi {
         &self,
         request: Request<pb::CreateOrderRequest>,
     ) -> Result<Response<pb::CreateOrderResponse>, Status> {
-        command_response!(CreateOrderResponse, self.execute(request.get_ref()).await?)
+        command_response!(CreateOrderResponse, self.execute(&request).await?)
     }
 
     async fn add_item(
         &self,
         request: Request<pb::AddItemRequest>,
     ) -> Result<Response<pb::AddItemResponse>, Status> {
-        command_response!(AddItemResponse, self.execute(request.get_ref()).await?)
+        command_response!(AddItemResponse, self.execute(&request).await?)
     }
 
     async fn remove_item(
         &self,
         request: Request<pb::RemoveItemRequest>,
     ) -> Result<Response<pb::RemoveItemResponse>, Status> {
-        command_response!(RemoveItemResponse, self.execute(request.get_ref()).await?)
+        command_response!(RemoveItemResponse, self.execute(&request).await?)
     }
 
     async fn place_order(
         &self,
         request: Request<pb::PlaceOrderRequest>,
     ) -> Result<Response<pb::PlaceOrderResponse>, Status> {
-        command_response!(PlaceOrderResponse, self.execute(request.get_ref()).await?)
+        command_response!(PlaceOrderResponse, self.execute(&request).await?)
     }
 
     async fn ship_order(
         &self,
         request: Request<pb::ShipOrderRequest>,
     ) -> Result<Response<pb::ShipOrderResponse>, Status> {
-        command_response!(ShipOrderResponse, self.execute(request.get_ref()).await?)
+        command_response!(ShipOrderResponse, self.execute(&request).await?)
     }
 
     async fn cancel_order(
         &self,
         request: Request<pb::CancelOrderRequest>,
     ) -> Result<Response<pb::CancelOrderResponse>, Status> {
-        command_response!(CancelOrderResponse, self.execute(request.get_ref()).await?)
+        command_response!(CancelOrderResponse, self.execute(&request).await?)
     }
 
     async fn list_order_events(

@@ -18,10 +18,26 @@ async fn main() -> ExitCode {
         return run_tool(tool, &config).await;
     }
     let server = &config.server;
-    if let Err(e) = shared::telemetry::init_logging(&server.log_level, server.log_format) {
-        eprintln!("command-service: error: {e}");
-        return ExitCode::from(2);
-    }
+    let telemetry = match shared::telemetry::init(
+        &server.log_level,
+        server.log_format,
+        server.otlp_endpoint.as_deref(),
+        "command-service",
+    ) {
+        Ok(telemetry) => telemetry,
+        Err(e) => {
+            eprintln!("command-service: error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let code = serve(&config).await;
+    // The last spans (the shutdown's included) go out before the process ends.
+    telemetry.shutdown().await;
+    code
+}
+
+async fn serve(config: &Config) -> ExitCode {
+    let server = &config.server;
     tracing::info!(
         listen = %config.listen,
         data_dir = %config.data_dir.display(),

@@ -24,6 +24,8 @@ use std::sync::mpsc as std_mpsc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use shared::domain::{Submission, Timestamp};
+use shared::proto as pb;
+use shared::telemetry::TraceContext;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::decide::Group;
@@ -35,8 +37,13 @@ type Outcome = (Reply, Result<CommandResult, CommandError>);
 
 struct Job {
     submission: Submission,
+    /// The request's trace context, stored with the command's events.
+    trace: Option<TraceContext>,
     reply: Reply,
 }
+
+/// The most commands' traces a `group_commit` span links to.
+const MAX_SPAN_LINKS: usize = 32;
 
 /// The handle request handlers use to submit commands to the writer.
 #[derive(Clone)]
@@ -45,11 +52,20 @@ pub struct WriterHandle {
 }
 
 impl WriterHandle {
-    /// Submits a command and waits until it is durably committed or refused.
-    pub async fn submit(&self, submission: Submission) -> Result<CommandResult, CommandError> {
+    /// Submits a command and waits until it is durably committed or refused;
+    /// `trace` is stored with its events.
+    pub async fn submit(
+        &self,
+        submission: Submission,
+        trace: Option<TraceContext>,
+    ) -> Result<CommandResult, CommandError> {
         let (reply, answer) = oneshot::channel();
         self.jobs
-            .send(Job { submission, reply })
+            .send(Job {
+                submission,
+                trace,
+                reply,
+            })
             .await
             .map_err(|_| CommandError::ShuttingDown)?;
         answer.await.map_err(|_| CommandError::ShuttingDown)?
@@ -181,7 +197,18 @@ impl Writer {
                 }
                 continue;
             }
-            self.commit_group(&mut jobs);
+            if shared::telemetry::otlp_enabled() {
+                let span = tracing::info_span!("group_commit", commands = jobs.len());
+                let traces = jobs.iter().filter_map(|job| job.trace.as_ref());
+                shared::telemetry::link_to(
+                    &span,
+                    traces.map(|t| (t.traceparent.as_str(), t.tracestate.as_str())),
+                    MAX_SPAN_LINKS,
+                );
+                span.in_scope(|| self.commit_group(&mut jobs));
+            } else {
+                self.commit_group(&mut jobs);
+            }
         }
     }
 
@@ -191,7 +218,11 @@ impl Writer {
         let outcomes: Vec<Outcome> = jobs
             .drain(..)
             .map(|job| {
-                let outcome = group.decide(&self.store, job.submission, now);
+                let metadata = job.trace.map(|t| pb::EventMetadata {
+                    traceparent: t.traceparent,
+                    tracestate: t.tracestate,
+                });
+                let outcome = group.decide(&self.store, job.submission, now, metadata.as_ref());
                 (job.reply, outcome)
             })
             .collect();

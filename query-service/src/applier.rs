@@ -20,6 +20,7 @@ use prost::Message;
 use shared::domain::{RecordedEvent, Timestamp};
 use shared::proto as pb;
 use tokio::sync::{mpsc, watch};
+use tracing::Instrument;
 
 use crate::admin::{AdminError, Control, RebuildStarted, Retried};
 use crate::parking::{ParkedEvent, SkipKind, SkipRecord};
@@ -90,17 +91,51 @@ pub struct Received {
     /// The event, or why it cannot be read and the envelope as received
     /// (kept to be parked).
     pub event: Result<RecordedEvent, (String, Box<pb::EventEnvelope>)>,
+    /// The trace context of the command that caused it, when it had one.
+    pub trace: Option<pb::EventMetadata>,
 }
 
 impl From<pb::EventEnvelope> for Received {
-    fn from(envelope: pb::EventEnvelope) -> Self {
+    fn from(mut envelope: pb::EventEnvelope) -> Self {
         let position = envelope.position;
-        let event = match RecordedEvent::try_from(&envelope) {
-            Ok(event) => Ok(event),
-            Err(e) => Err((e.to_string(), Box::new(envelope))),
-        };
-        Received { position, event }
+        match RecordedEvent::try_from(&envelope) {
+            Ok(event) => Received {
+                position,
+                event: Ok(event),
+                trace: envelope.metadata.take(),
+            },
+            Err(e) => Received {
+                position,
+                trace: envelope.metadata.clone(),
+                event: Err((e.to_string(), Box::new(envelope))),
+            },
+        }
     }
+}
+
+/// The most commands' traces an `apply` span links to.
+const MAX_SPAN_LINKS: usize = 32;
+
+/// With OTLP on, the span of applying `batch`: a trace of its own, linked to
+/// the traces of the commands whose events it holds. Disabled otherwise.
+fn apply_span(batch: &[Received]) -> tracing::Span {
+    if !shared::telemetry::otlp_enabled() {
+        return tracing::Span::none();
+    }
+    let span = tracing::info_span!(
+        parent: None,
+        "apply",
+        events = batch.len(),
+        first_position = batch.first().map_or(0, |r| r.position),
+        last_position = batch.last().map_or(0, |r| r.position),
+    );
+    let traces = batch.iter().filter_map(|r| r.trace.as_ref());
+    shared::telemetry::link_to(
+        &span,
+        traces.map(|t| (t.traceparent.as_str(), t.tracestate.as_str())),
+        MAX_SPAN_LINKS,
+    );
+    span
 }
 
 /// An event applying stopped at: its position, why, the event as received
@@ -707,11 +742,12 @@ impl Applier {
     /// Applies `batch` (consecutive positions from `next`); on an event that
     /// cannot be read or applied, still commits those before it.
     async fn apply_batch(&mut self, batch: Vec<Received>, next: &mut u64) -> Result<(), Halt> {
+        let span = apply_span(&batch);
         let (decoded, decode_stop) = decode(batch, next);
         if decoded.is_empty() {
             return decode_stop.map_or(Ok(()), |stop| Err(Halt::Event(Box::new(stop))));
         }
-        match self.apply(decoded).await {
+        match self.apply(decoded).instrument(span).await {
             Ok(()) => decode_stop.map_or(Ok(()), |stop| Err(Halt::Event(Box::new(stop)))),
             Err(ApplyHalt::Poison(poison)) => Err(poison.into()),
             Err(ApplyHalt::Event {
@@ -727,6 +763,7 @@ impl Applier {
                     .map(|e| Received {
                         position: e.position,
                         event: Ok(e),
+                        trace: None,
                     })
                     .collect();
                 if let Some(stop) = decode_stop {
@@ -940,6 +977,7 @@ mod tests {
             version: position,
             occurred_at: Some(prost_types::Timestamp::default()),
             command_id: String::new(),
+            metadata: None,
             event: Some(pb::event_envelope::Event::OrderShipped(pb::OrderShipped {
                 customer_id: "c".to_owned(),
                 ..Default::default()
@@ -972,5 +1010,17 @@ mod tests {
         assert_eq!(gap.position, 2);
         assert!(gap.envelope.is_none());
         assert_eq!(gap.rest.len(), 1);
+    }
+
+    #[test]
+    fn a_received_event_keeps_its_trace_context() {
+        let metadata = pb::EventMetadata {
+            traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into(),
+            tracestate: String::new(),
+        };
+        let mut traced = envelope_of(1);
+        traced.metadata = Some(metadata.clone());
+        assert_eq!(Received::from(traced).trace, Some(metadata));
+        assert_eq!(envelope(2).trace, None);
     }
 }

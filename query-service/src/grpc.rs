@@ -11,6 +11,7 @@ use shared::proto::query_service_server::QueryService;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
 
 use crate::deadline::wait_deadline;
 use crate::error::QueryError;
@@ -130,6 +131,7 @@ impl QueryApi {
         let deadline = wait_deadline(request.metadata(), self.max_wait);
         self.status
             .wait_for(min_position, deadline, self.shutdown.clone())
+            .instrument(tracing::info_span!("min_position_wait", min_position))
             .await
     }
 
@@ -259,7 +261,9 @@ impl QueryService for QueryApi {
             .ok_or_else(|| QueryError::NotFound(order_id.to_string()))?;
         let (tx, rx) = mpsc::channel(WATCH_STREAM_BUFFER);
         let mut shutdown = self.shutdown.clone();
-        tokio::spawn(async move {
+        // A child of the request's span that lasts as long as the stream.
+        let span = tracing::info_span!("watch_order", order_id = %order_id);
+        let forward = async move {
             let _registration = registration;
             let mut last_position = current.last_position;
             let first = pb::WatchOrderResponse {
@@ -291,7 +295,8 @@ impl QueryService for QueryApi {
                     return;
                 }
             }
-        });
+        };
+        tokio::spawn(forward.instrument(span));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 

@@ -15,10 +15,26 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 async fn main() -> ExitCode {
     let config = Config::parse();
     let server = &config.server;
-    if let Err(e) = shared::telemetry::init_logging(&server.log_level, server.log_format) {
-        eprintln!("query-service: error: {e}");
-        return ExitCode::from(2);
-    }
+    let telemetry = match shared::telemetry::init(
+        &server.log_level,
+        server.log_format,
+        server.otlp_endpoint.as_deref(),
+        "query-service",
+    ) {
+        Ok(telemetry) => telemetry,
+        Err(e) => {
+            eprintln!("query-service: error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let code = serve(&config).await;
+    // The last spans (the shutdown's included) go out before the process ends.
+    telemetry.shutdown().await;
+    code
+}
+
+async fn serve(config: &Config) -> ExitCode {
+    let server = &config.server;
     tracing::info!(
         listen = %config.listen,
         data_dir = %config.data_dir.display(),

@@ -452,6 +452,8 @@ impl From<&RecordedEvent> for pb::EventEnvelope {
                 .as_ref()
                 .map(ToString::to_string)
                 .unwrap_or_default(),
+            // The command side adds the trace context (decide.rs).
+            metadata: None,
             event: Some((&e.event).into()),
         }
     }

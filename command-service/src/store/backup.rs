@@ -318,7 +318,7 @@ mod tests {
                     })
                 };
                 group
-                    .decide(store, submission.unwrap(), Timestamp::from_micros(1))
+                    .decide(store, submission.unwrap(), Timestamp::from_micros(1), None)
                     .unwrap();
             }
             let decided = group.finish().unwrap();

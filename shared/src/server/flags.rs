@@ -31,6 +31,7 @@ pub trait ServerEnv: Debug + Clone + Send + Sync + 'static {
     const METRICS_LISTEN: &'static str;
     const SHUTDOWN_GRACE_MS: &'static str;
     const CORS_ORIGIN: &'static str;
+    const OTLP_ENDPOINT: &'static str;
 }
 
 /// Declares a marker type naming the common flags' environment variables
@@ -61,6 +62,7 @@ macro_rules! server_env {
             const METRICS_LISTEN: &'static str = concat!($prefix, "_METRICS_LISTEN");
             const SHUTDOWN_GRACE_MS: &'static str = concat!($prefix, "_SHUTDOWN_GRACE_MS");
             const CORS_ORIGIN: &'static str = concat!($prefix, "_CORS_ORIGIN");
+            const OTLP_ENDPOINT: &'static str = concat!($prefix, "_OTLP_ENDPOINT");
         }
     };
 }
@@ -151,6 +153,11 @@ pub struct ServerFlags<E: ServerEnv> {
     /// of other origins). gRPC-Web itself is always served on the gRPC port.
     #[arg(long, env = E::CORS_ORIGIN, value_delimiter = ',', value_name = "ORIGIN")]
     pub cors_origin: Vec<String>,
+    /// Export traces over OTLP/gRPC (plaintext) to this collector, e.g.
+    /// `http://127.0.0.1:4317` (batched; `OTEL_BSP_*` variables tune the
+    /// batches); unset: no export.
+    #[arg(long, env = E::OTLP_ENDPOINT)]
+    pub otlp_endpoint: Option<String>,
 
     #[arg(skip)]
     _env: PhantomData<E>,
@@ -164,7 +171,7 @@ impl<E: ServerEnv> std::fmt::Display for ServerFlags<E> {
             f,
             "log_level={} log_format={:?} tls={} max_message_bytes={} request_timeout_ms={} \
              max_concurrent_streams={} max_requests_per_connection={} max_connections={} \
-             keepalive_interval_ms={} keepalive_timeout_ms={} shutdown_grace_ms={} cors_origin={} \
+             keepalive_interval_ms={} keepalive_timeout_ms={} shutdown_grace_ms={} cors_origin={} otlp_endpoint={} \
              metrics_listen=",
             self.log_level,
             self.log_format,
@@ -182,6 +189,7 @@ impl<E: ServerEnv> std::fmt::Display for ServerFlags<E> {
             } else {
                 self.cors_origin.join(",")
             },
+            self.otlp_endpoint.as_deref().unwrap_or("off"),
         )?;
         match self.metrics_listen {
             Some(addr) => write!(f, "{addr}"),
@@ -225,6 +233,10 @@ mod tests {
         );
         assert_eq!(env("tls_key").as_deref(), Some("TESTSVC_TLS_KEY"));
         assert_eq!(env("cors_origin").as_deref(), Some("TESTSVC_CORS_ORIGIN"));
+        assert_eq!(
+            env("otlp_endpoint").as_deref(),
+            Some("TESTSVC_OTLP_ENDPOINT")
+        );
     }
 
     #[test]
@@ -251,6 +263,7 @@ mod tests {
         let config = Config::try_parse_from(["svc"]).unwrap();
         assert!(config.server.auth_token.is_none() && config.server.tls_cert.is_none());
         assert!(config.server.metrics_listen.is_none());
+        assert!(config.server.otlp_endpoint.is_none());
         assert_eq!(config.server.max_message_bytes, 4 * 1024 * 1024);
         assert_eq!(config.server.keepalive_interval_ms, 30_000);
         assert_eq!(config.server.keepalive_timeout_ms, 10_000);

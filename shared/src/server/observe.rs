@@ -1,6 +1,11 @@
 //! One tracing span and the RPC metrics per request, as a tower layer in front of
-//! the gRPC routes: a counter by method and outcome and a latency histogram for
-//! unary RPCs of the service's own API, and a gauge of live server streams.
+//! the gRPC routes. The span continues the W3C trace context of the request's
+//! `traceparent`/`tracestate` headers (with `--otlp-endpoint`), and the
+//! request's trace context is handed to the handler as a request extension,
+//! [`TraceContext`](crate::telemetry::TraceContext) (when a valid `traceparent`
+//! came or OTLP is on). The metrics: a counter by method and outcome and a
+//! latency histogram for unary RPCs of the service's own API, and a gauge of
+//! live server streams.
 //!
 //! Only the methods the service has are label values; any other path under the
 //! service's prefix counts as `unknown`, so made-up method names cannot grow
@@ -139,9 +144,21 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+    fn call(&mut self, mut request: http::Request<Body>) -> Self::Future {
         let path = request.uri().path().to_owned();
-        let span = tracing::info_span!("rpc", rpc = %path);
+        let span = tracing::info_span!(
+            "rpc",
+            rpc = %path,
+            otel.name = tracing::field::Empty,
+            otel.kind = tracing::field::Empty
+        );
+        if crate::telemetry::otlp_enabled() {
+            span.record("otel.name", path.as_str());
+            span.record("otel.kind", "server");
+        }
+        if let Some(trace) = crate::telemetry::request_context(request.headers(), &span) {
+            request.extensions_mut().insert(trace);
+        }
         let spec = Arc::clone(&self.spec);
         let started = Instant::now();
         let response = self.inner.call(request);
