@@ -27,6 +27,23 @@ pub fn binary(name: &str) -> PathBuf {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
         let mut cmd = Command::new(cargo);
         cmd.args(["build", "-p", "command-service", "-p", "query-service"]);
+        // What cargo set for this test crate (its manifest dir, package
+        // name...) would reach the nested build's build scripts and make
+        // some (ring's) run again, rebuilding rustls and tonic each time.
+        for (key, _) in std::env::vars_os() {
+            let key = key.to_string_lossy();
+            let per_crate = [
+                "CARGO_MANIFEST_",
+                "CARGO_PKG_",
+                "CARGO_CRATE_",
+                "CARGO_BIN_",
+            ]
+            .iter()
+            .any(|prefix| key.starts_with(prefix));
+            if per_crate || key == "CARGO_PRIMARY_PACKAGE" || key == "CARGO_TARGET_TMPDIR" {
+                cmd.env_remove(key.as_ref());
+            }
+        }
         if !cfg!(debug_assertions) {
             cmd.arg("--release");
         }
