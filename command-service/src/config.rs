@@ -40,6 +40,15 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1..=65_536))]
     pub max_batch: u64,
 
+    /// Async worker threads serving gRPC (0: one per core). The writer and
+    /// the checkpointer have threads of their own, so one worker is enough
+    /// for what one writer can commit, and at ordinary load it costs about
+    /// half the CPU per command of two (BENCHMARKS.md): with more, each
+    /// request also wakes an idle worker that finds nothing to do.
+    #[arg(long, env = "COMMAND_WORKER_THREADS", default_value_t = 1,
+          value_parser = clap::value_parser!(u64).range(0..=1024))]
+    pub worker_threads: u64,
+
     /// Milliseconds between heartbeats on an idle `SubscribeEvents` stream.
     #[arg(long, env = "COMMAND_HEARTBEAT_MS", default_value_t = 2000,
           value_parser = clap::value_parser!(u64).range(10..=600_000))]

@@ -11,9 +11,18 @@ use command_service::store::Store;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let config = Config::parse();
+    match shared::server::runtime(usize::try_from(config.worker_threads).unwrap_or(0)) {
+        Ok(runtime) => runtime.block_on(start(config)),
+        Err(e) => {
+            eprintln!("command-service: error: cannot start the async runtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn start(config: Config) -> ExitCode {
     if let Some(tool) = &config.tool {
         return run_tool(tool, &config).await;
     }
@@ -43,6 +52,7 @@ async fn serve(config: &Config) -> ExitCode {
         data_dir = %config.data_dir.display(),
         cache_mb = config.cache_mb,
         max_batch = config.max_batch,
+        worker_threads = config.worker_threads,
         heartbeat_ms = config.heartbeat_ms,
         max_subscribers = config.max_subscribers,
         max_subscriber_buffer_bytes = config.max_subscriber_buffer_bytes,

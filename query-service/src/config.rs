@@ -56,6 +56,13 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1..=65_536))]
     pub max_batch: u64,
 
+    /// Async worker threads (0: one per core). Queries are answered on them,
+    /// so more cores answer more queries at once; 1 costs less CPU per
+    /// applied event when the replica mostly follows (BENCHMARKS.md).
+    #[arg(long, env = "QUERY_WORKER_THREADS", default_value_t = 0,
+          value_parser = clap::value_parser!(u64).range(0..=1024))]
+    pub worker_threads: u64,
+
     /// Readiness: gRPC health reports `orders.v1.QueryService` NOT_SERVING
     /// while the replica is more than this many events behind the command
     /// side's head (or has not heard it yet, or has stopped applying); `""`

@@ -11,9 +11,18 @@ use query_service::config::Config;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let config = Config::parse();
+    match shared::server::runtime(usize::try_from(config.worker_threads).unwrap_or(0)) {
+        Ok(runtime) => runtime.block_on(start(config)),
+        Err(e) => {
+            eprintln!("query-service: error: cannot start the async runtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn start(config: Config) -> ExitCode {
     let server = &config.server;
     let telemetry = match shared::telemetry::init(
         &server.log_level,
@@ -43,6 +52,7 @@ async fn serve(config: &Config) -> ExitCode {
         rebuild = config.rebuild,
         cache_mb = config.cache_mb,
         max_batch = config.max_batch,
+        worker_threads = config.worker_threads,
         ready_max_lag = config.ready_max_lag,
         max_watchers_per_order = config.max_watchers_per_order,
         max_watchers = config.max_watchers,
