@@ -124,6 +124,8 @@ def scenario(page, second, screenshot):
         expect(page.locator("body")).to_have_attribute("data-ready", "true", timeout=TIMEOUT_MS)
         expect(page.locator("#status-connected")).to_have_text("connected", timeout=TIMEOUT_MS)
         expect(page.locator("#status-error")).to_be_hidden()
+        expect(page.locator("#status-parked")).to_have_text("0 (skipped 0)")
+        expect(page.locator("#status-rebuild")).to_have_text("no")
 
     def create_and_place_through_the_form():
         result = command(page, "create", order="dash-1", customer="cust-a", currency="EUR",
@@ -196,6 +198,8 @@ def scenario(page, second, screenshot):
         expect(page.locator("#status-last-applied")).to_have_text(
             re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d$"))
         expect(page.locator("#status-error")).to_be_hidden()
+        expect(page.locator("#status-parked")).to_have_text("0 (skipped 0)")
+        expect(page.locator("#status-rebuild")).to_have_text("no")
 
     def the_filter_and_paging_narrow_the_list():
         page.select_option("#orders-status", "3")

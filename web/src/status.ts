@@ -11,10 +11,27 @@ export function renderStatus(s: GetProjectionStatusResponse): void {
   connected.textContent = s.connected ? "connected" : "disconnected";
   connected.className = s.connected ? "ok" : "bad";
   byId("status-last-applied").textContent = when(s.lastAppliedAt) || "never";
-  byId("status").dataset.state = s.error ? "stopped" : s.connected ? "ok" : "disconnected";
-  showError(byId("status-error"), s.error ? `applying stopped: ${s.error}` : null);
-  // PARKED: the count of parked events (ProjectionAdminService.ListParkedEvents)
-  // goes into #status-parked here once the admin service is merged.
+  byId("status").dataset.state = s.error
+    ? "stopped"
+    : s.paused
+      ? "paused"
+      : s.connected
+        ? "ok"
+        : "disconnected";
+  const stopped = s.error
+    ? `applying stopped at position ${s.stoppedPosition}: ${s.error}`
+    : s.paused
+      ? "applying paused (ProjectionAdminService.ResumeProjection resumes it)"
+      : null;
+  showError(byId("status-error"), stopped);
+  // Parked events (ProjectionAdminService.SkipEvent or --park-after-stops):
+  // never skipped silently, so always on the panel.
+  const parked = byId("status-parked");
+  parked.textContent = `${s.parkedEvents} (skipped ${s.skippedEvents})`;
+  parked.className = s.parkedEvents > 0n ? "bad" : "";
+  byId("status-rebuild").textContent = s.rebuilding
+    ? `rebuilding, at ${s.rebuildPosition}`
+    : "no";
 }
 
 /** query-service itself cannot be reached. */
