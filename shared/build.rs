@@ -11,6 +11,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "orders/v1/events.proto",
         "orders/v1/command_service.proto",
         "orders/v1/query_service.proto",
+        "orders/v1/replication_service.proto",
     ];
     for file in &files {
         println!("cargo:rerun-if-changed={}", root.join(file).display());

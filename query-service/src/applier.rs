@@ -146,9 +146,12 @@ impl Applier {
     pub async fn run(mut self, start: Checkpoint, mut events: mpsc::Receiver<Received>) {
         let mut next = start.position + 1;
         let mut last_log = Instant::now();
+        let store = Arc::clone(&self.store);
+        let writing = store.writing().await;
         if let Err(poison) = self.committed(Vec::new(), start) {
             return self.stop(poison);
         }
+        drop(writing);
         while let Some(first) = events.recv().await {
             let mut batch = Vec::with_capacity(self.max_batch.min(1024));
             batch.push(first);
@@ -202,6 +205,10 @@ impl Applier {
         // watchers, nobody starts watching (watchers.rs).
         let watchers = Arc::clone(&self.watchers);
         let _registrations = watchers.hold_registrations().await;
+        // Not while a snapshot is being copied (snapshot.rs); held through a
+        // switch of generations too.
+        let store = Arc::clone(&self.store);
+        let _writing = store.writing().await;
         let applied_at = Some(now());
         let (events, result) = self.apply_blocking(events, applied_at).await?;
         match result {

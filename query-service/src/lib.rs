@@ -4,6 +4,7 @@
 //! and tools can start it on an already bound port-0 listener.
 
 pub mod applier;
+pub mod bootstrap;
 pub mod config;
 pub mod deadline;
 pub mod error;
@@ -14,6 +15,7 @@ pub mod projection;
 pub mod read_models;
 pub mod readiness;
 pub mod routes;
+pub mod snapshot;
 pub mod status;
 pub mod storage;
 pub mod store;
@@ -25,6 +27,9 @@ use std::future::Future;
 use std::sync::Arc;
 
 use shared::proto::query_service_server::SERVICE_NAME;
+use shared::proto::replication_service_server::{
+    ReplicationServiceServer, SERVICE_NAME as REPLICATION_SERVICE,
+};
 use shared::server::observe::RpcMetrics;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
@@ -33,6 +38,7 @@ use crate::applier::{Applier, Failure};
 use crate::config::Settings;
 pub use crate::error::RunError;
 use crate::grpc::QueryApi;
+use crate::snapshot::ReplicationApi;
 use crate::status::ProjectionStatus;
 use crate::store::Store;
 use crate::subscriber::Subscriber;
@@ -50,6 +56,9 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
+    if let Some(peer) = &settings.bootstrap_from {
+        bootstrap::run(&settings, peer).await?;
+    }
     let (store, target) = Store::open(&settings.data_dir, settings.cache_bytes, settings.rebuild)?;
     let store = Arc::new(store);
     let served = store.active().checkpoint()?;
@@ -118,6 +127,13 @@ pub async fn run(
         stop_rx.clone(),
     ));
 
+    let replication = ReplicationServiceServer::new(ReplicationApi {
+        store: Arc::clone(&store),
+        chunk_bytes: snapshot::chunk_bytes(settings.server.max_message_bytes),
+        shutdown: stop_rx.clone(),
+    })
+    .max_decoding_message_size(settings.server.max_message_bytes)
+    .max_encoding_message_size(settings.server.max_message_bytes);
     let api = QueryApi {
         store: Arc::clone(&store),
         status,
@@ -130,7 +146,8 @@ pub async fn run(
         tonic::service::Routes::new(routes::QueryRoutes::new(
             api,
             settings.server.max_message_bytes,
-        )),
+        ))
+        .add_service(replication),
         RpcMetrics {
             total: "orders_queries_total",
             duration: "orders_query_duration_seconds",
@@ -138,7 +155,8 @@ pub async fn run(
             streams: &[("WatchOrder", "orders_watchers")],
         },
     )
-    .ready_when(ready_rx);
+    .ready_when(ready_rx)
+    .also_serving(REPLICATION_SERVICE);
     let shutdown = async move {
         tokio::select! {
             () = shutdown => {}

@@ -34,6 +34,8 @@ async fn main() -> ExitCode {
         query_auth = server.auth_token.is_some() || server.auth_token_file.is_some(),
         subscribe_token = config.subscribe_token.is_some() || config.subscribe_token_file.is_some(),
         command_ca_file = ?config.command_ca_file,
+        bootstrap_from = ?config.bootstrap_from,
+        bootstrap_token = config.bootstrap_token.is_some() || config.bootstrap_token_file.is_some(),
         server = %server,
         "effective configuration"
     );

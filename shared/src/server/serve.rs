@@ -30,6 +30,9 @@ pub struct Api {
     /// When set, the service's name is reported SERVING only while this says
     /// `true` (readiness); otherwise from the start until stopped.
     ready: Option<watch::Receiver<bool>>,
+    /// Further services in `routes`: advertised by reflection, SERVING on
+    /// health from the start until stopped.
+    also: Vec<&'static str>,
 }
 
 impl Api {
@@ -40,6 +43,7 @@ impl Api {
             metrics,
             health: HealthReporter::new(),
             ready: None,
+            also: Vec::new(),
         }
     }
 
@@ -49,6 +53,14 @@ impl Api {
     #[must_use]
     pub fn ready_when(mut self, ready: watch::Receiver<bool>) -> Self {
         self.ready = Some(ready);
+        self
+    }
+
+    /// `name` is served too (its routes already added to the service's):
+    /// reflection advertises it, health reports it SERVING until stopped.
+    #[must_use]
+    pub fn also_serving(mut self, name: &'static str) -> Self {
+        self.also.push(name);
         self
     }
 
@@ -134,7 +146,18 @@ async fn serve_bound(
             ));
         }
     }
-    let reflection = || crate::server::reflection::builder(api.name);
+    for name in &api.also {
+        health
+            .set_service_status(*name, ServingStatus::Serving)
+            .await;
+    }
+    let also = api.also;
+    let reflection = || {
+        also.iter()
+            .fold(crate::server::reflection::builder(api.name), |b, name| {
+                b.with_service_name(*name)
+            })
+    };
     let routes = api
         .routes
         .add_service(health_service)
@@ -147,6 +170,7 @@ async fn serve_bound(
         settings.tls.is_some(),
     );
     let name = api.name;
+    let also_names = also.clone();
     let signal = {
         let stop = stop.clone();
         async move {
@@ -155,6 +179,11 @@ async fn serve_bound(
             health
                 .set_service_status(name, ServingStatus::NotServing)
                 .await;
+            for name in &also_names {
+                health
+                    .set_service_status(*name, ServingStatus::NotServing)
+                    .await;
+            }
             health
                 .set_service_status("", ServingStatus::NotServing)
                 .await;
