@@ -203,12 +203,13 @@ impl Applier {
     async fn apply(&mut self, events: Vec<RecordedEvent>) -> Result<(), Poison> {
         // From choosing whose rows to keep until they are handed to the
         // watchers, nobody starts watching (watchers.rs).
-        let watchers = Arc::clone(&self.watchers);
-        let _registrations = watchers.hold_registrations().await;
         // Not while a snapshot is being copied (snapshot.rs); held through a
-        // switch of generations too.
+        // switch of generations too. Taken first, so that watchers can
+        // register while a copy holds the applier off.
         let store = Arc::clone(&self.store);
         let _writing = store.writing().await;
+        let watchers = Arc::clone(&self.watchers);
+        let _registrations = watchers.hold_registrations().await;
         let applied_at = Some(now());
         let (events, result) = self.apply_blocking(events, applied_at).await?;
         match result {
