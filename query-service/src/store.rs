@@ -349,13 +349,14 @@ pub struct Incoming {
 }
 
 impl Incoming {
-    /// Stores `entries` (key, value) as they are, in one batch.
+    /// Stores `entries` (key, value) as they are. Key by key, not in one
+    /// `apply_batch`: nothing reads the tree before `finish`, so no batch
+    /// needs to be atomic, and a batch keeps every node version its inserts
+    /// replaced alive until it ends (gigabytes over a large copy).
     pub fn write(&self, entries: Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), StoreError> {
-        let mut batch = sled::Batch::default();
         for (key, value) in entries {
-            batch.insert(key, value);
+            self.tree.insert(key, value)?;
         }
-        self.tree.apply_batch(batch)?;
         Ok(())
     }
 
