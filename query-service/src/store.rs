@@ -243,9 +243,12 @@ impl Store {
             path: path.to_owned(),
             source: Box::new(e),
         })?;
+        // No periodic background flush (and sync) while copying: `finish`
+        // flushes once, at the end.
         let db = sled::Config::new()
             .path(path)
             .cache_capacity(cache_bytes)
+            .flush_every_ms(None)
             .open()
             .map_err(|e| open_error(path, e))?;
         if db.get(CATALOG_KEY)?.is_some() {
