@@ -14,6 +14,7 @@ use e2e::commands::{create, create_request};
 use e2e::fault_proxy::{Chaos, FaultProxy};
 use e2e::model::Model;
 use e2e::queries::projection_status;
+use e2e::reflection;
 use e2e::workload::run_workload;
 use e2e::{
     command_client, eventually, item, pb, query_args, query_client, start_command_service,
@@ -21,6 +22,9 @@ use e2e::{
 };
 use shared::proto::replication_service_client::ReplicationServiceClient;
 use shared::proto::stream_snapshot_response::Kind;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::HealthCheckRequest;
 
 /// `query_args` with `--bootstrap-from peer` and `extra`.
 fn bootstrap_args(dir: &Path, command: &str, peer: &str, extra: &[&str]) -> Vec<String> {
@@ -139,6 +143,20 @@ async fn the_stream_is_a_header_chunks_and_a_trailer_at_one_checkpoint() {
     let source = start_query_service(&dir.path().join("a"), &command.endpoint());
     let model: Model = run_workload(command.channel().await, "s", 20, 4, 5).await;
     applied(&query_client(&source).await, model.max_position, "applied").await;
+    // Advertised beside QueryService, and SERVING on health.
+    let names = reflection::list_services(source.channel().await, "v1").await;
+    assert!(
+        names.contains(&"orders.v1.ReplicationService".to_owned()),
+        "{names:?}"
+    );
+    let health = HealthClient::new(source.channel().await)
+        .check(HealthCheckRequest {
+            service: "orders.v1.ReplicationService".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(health.status, ServingStatus::Serving as i32);
     let mut client = ReplicationServiceClient::new(source.channel().await);
     let mut stream = client
         .stream_snapshot(pb::StreamSnapshotRequest {})
