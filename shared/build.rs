@@ -13,6 +13,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "orders/v1/command_admin_service.proto",
         "orders/v1/query_service.proto",
         "orders/v1/projection_admin_service.proto",
+        "orders/v1/replication_service.proto",
     ];
     for file in &files {
         println!("cargo:rerun-if-changed={}", root.join(file).display());

@@ -3,6 +3,7 @@
 //! BENCHMARKS.md for the method and the figures.
 
 mod all;
+mod bootstrap;
 mod catchup;
 mod commands;
 mod e2e;
@@ -140,6 +141,14 @@ enum Scenario {
     },
     /// A fresh query replica catching up with a log of --events events.
     Catchup {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long, default_value_t = 100_000)]
+        events: u64,
+    },
+    /// A full catch-up of a fresh replica (A), then a new replica copying A
+    /// (`--bootstrap-from`) until it answers like A at the same position.
+    Bootstrap {
         #[command(flatten)]
         common: Common,
         #[arg(long, default_value_t = 100_000)]
@@ -325,6 +334,21 @@ async fn dispatch(scenario: Scenario) -> Result<(), String> {
             let (report, _replica, _dir) =
                 catchup::run(&common.bin_dir, target.command, head).await?;
             finish(&[report], common.json.as_deref())
+        }
+        Scenario::Bootstrap { common, events } => {
+            let target;
+            let head = match common.command {
+                Some(addr) => {
+                    target = Target::external_command(addr);
+                    stream::log_head(load::connect(addr, 1).await?.remove(0)).await?
+                }
+                None => {
+                    target = Target::new(&common.bin_dir, None, None)?;
+                    target.ensure_log(events).await?
+                }
+            };
+            let reports = bootstrap::run(&common.bin_dir, target.command, head).await?;
+            finish(&reports, common.json.as_deref())
         }
         Scenario::Paced {
             rates,

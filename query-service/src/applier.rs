@@ -295,9 +295,12 @@ impl Applier {
             self.status.set_rebuild(Some(start.position));
         }
         let mut last_log = Instant::now();
+        let store = Arc::clone(&self.store);
+        let writing = store.writing().await;
         if let Err(poison) = self.committed(Vec::new(), start) {
             return self.fail(poison);
         }
+        drop(writing);
         let mut control_open = true;
         loop {
             let running = cursor.stopped.is_none() && !cursor.paused;
@@ -465,6 +468,8 @@ impl Applier {
         error: &str,
         envelope: Option<&pb::EventEnvelope>,
     ) -> Result<Option<ParkedEvent>, Poison> {
+        // Moves the checkpoint: not while a snapshot is being copied.
+        let _writing = self.store.writing().await;
         let at = now();
         let parked = envelope.map(|envelope| ParkedEvent {
             position,
@@ -615,6 +620,8 @@ impl Applier {
         if let Some(unknown) = wanted.iter().find(|p| !cursor.parked.contains(p)) {
             return Ok(Err(AdminError::NotParked(*unknown)));
         }
+        // Writes the served read models: not while a snapshot is being copied.
+        let _writing = self.store.writing().await;
         let watchers = Arc::clone(&self.watchers);
         let _registrations = watchers.hold_registrations().await;
         let mut retried = Retried::default();
@@ -786,6 +793,11 @@ impl Applier {
     async fn apply(&mut self, events: Vec<RecordedEvent>) -> Result<(), ApplyHalt> {
         // From choosing whose rows to keep until they are handed to the
         // watchers, nobody starts watching (watchers.rs).
+        // Not while a snapshot is being copied (snapshot.rs); held through a
+        // switch of generations too. Taken first, so that watchers can
+        // register while a copy holds the applier off.
+        let store = Arc::clone(&self.store);
+        let _writing = store.writing().await;
         let watchers = Arc::clone(&self.watchers);
         let _registrations = watchers.hold_registrations().await;
         let applied_at = Some(now());

@@ -9,6 +9,7 @@ use clap::Parser;
 use shared::server::auth::{self, Rule, Secret};
 use shared::server::{ServerFlags, ServerSettings};
 
+use crate::bootstrap::Peer;
 use crate::upstream::Upstream;
 
 shared::server_env!(
@@ -124,6 +125,32 @@ pub struct Config {
     /// --command-endpoint).
     #[arg(long, env = "QUERY_WEB_COMMAND_URL", value_parser = parse_endpoint)]
     pub web_command_url: Option<String>,
+    /// On an empty data directory, copy the read models of the running replica
+    /// at this endpoint (`ReplicationService.StreamSnapshot`) before serving,
+    /// then follow the command log from the copy's position. Ignored (with a
+    /// warning) when the directory already holds read models.
+    #[arg(long, env = "QUERY_BOOTSTRAP_FROM", value_parser = parse_endpoint)]
+    pub bootstrap_from: Option<String>,
+
+    /// Bearer token presented to the --bootstrap-from replica (its --auth-token).
+    #[arg(long, env = "QUERY_BOOTSTRAP_TOKEN", hide_env_values = true)]
+    pub bootstrap_token: Option<Secret>,
+
+    /// File holding the bootstrap token (instead of --bootstrap-token).
+    #[arg(long, env = "QUERY_BOOTSTRAP_TOKEN_FILE")]
+    pub bootstrap_token_file: Option<PathBuf>,
+
+    /// PEM CA certificate(s) trusted for an `https://` --bootstrap-from.
+    #[arg(long, env = "QUERY_BOOTSTRAP_CA_FILE")]
+    pub bootstrap_ca_file: Option<PathBuf>,
+
+    /// Name checked against the --bootstrap-from replica's certificate (default: the endpoint's host).
+    #[arg(
+        long,
+        env = "QUERY_BOOTSTRAP_TLS_DOMAIN",
+        requires = "bootstrap_ca_file"
+    )]
+    pub bootstrap_tls_domain: Option<String>,
 
     #[command(flatten)]
     pub server: ServerFlags<QueryEnv>,
@@ -148,6 +175,8 @@ pub struct Settings {
     /// The dashboard's address and command-service's browser URL, with --web-listen.
     pub web: Option<(SocketAddr, String)>,
     pub park_after_stops: u32,
+    /// `--bootstrap-from`: the replica to copy the read models from.
+    pub bootstrap_from: Option<Peer>,
     pub server: ServerSettings,
 }
 
@@ -203,32 +232,66 @@ impl Config {
                 (addr, url.unwrap_or(&self.command_endpoint).clone())
             }),
             park_after_stops: self.park_after_stops,
+            bootstrap_from: self.bootstrap_peer()?,
             server,
         })
     }
 
     /// How to reach command-service: TLS for `https://`, and the subscribe token.
     fn upstream(&self) -> Result<Upstream, String> {
-        let https = self.command_endpoint.starts_with("https://");
-        let tls = match (&self.command_ca_file, https) {
-            (Some(ca), true) => Some(shared::server::tls::client_config(
-                ca,
-                self.command_tls_domain.as_deref(),
-            )?),
-            (None, false) => None,
-            (None, true) => {
-                return Err("an https:// --command-endpoint needs --command-ca-file".to_owned())
-            }
-            (Some(_), false) => {
-                return Err("--command-ca-file needs an https:// --command-endpoint".to_owned())
-            }
-        };
+        let tls = client_tls(
+            &self.command_endpoint,
+            self.command_ca_file.as_deref(),
+            self.command_tls_domain.as_deref(),
+            "command-endpoint",
+            "command-ca-file",
+        )?;
         let token = auth::resolve(
             self.subscribe_token.as_ref(),
             self.subscribe_token_file.as_deref(),
             "subscribe-token",
         )?;
         Ok(Upstream { tls, token })
+    }
+
+    /// How to reach the `--bootstrap-from` replica, if one is given.
+    fn bootstrap_peer(&self) -> Result<Option<Peer>, String> {
+        let Some(endpoint) = &self.bootstrap_from else {
+            return Ok(None);
+        };
+        let tls = client_tls(
+            endpoint,
+            self.bootstrap_ca_file.as_deref(),
+            self.bootstrap_tls_domain.as_deref(),
+            "bootstrap-from",
+            "bootstrap-ca-file",
+        )?;
+        let token = auth::resolve(
+            self.bootstrap_token.as_ref(),
+            self.bootstrap_token_file.as_deref(),
+            "bootstrap-token",
+        )?;
+        Ok(Some(Peer {
+            endpoint: endpoint.clone(),
+            upstream: Upstream { tls, token },
+        }))
+    }
+}
+
+/// TLS towards `endpoint`: a CA for `https://`, none for `http://`; `flag` and
+/// `ca_flag` name the flags in the error.
+fn client_tls(
+    endpoint: &str,
+    ca_file: Option<&std::path::Path>,
+    domain: Option<&str>,
+    flag: &str,
+    ca_flag: &str,
+) -> Result<Option<tonic::transport::ClientTlsConfig>, String> {
+    match (ca_file, endpoint.starts_with("https://")) {
+        (Some(ca), true) => Ok(Some(shared::server::tls::client_config(ca, domain)?)),
+        (None, false) => Ok(None),
+        (None, true) => Err(format!("an https:// --{flag} needs --{ca_flag}")),
+        (Some(_), false) => Err(format!("--{ca_flag} needs an https:// --{flag}")),
     }
 }
 
@@ -316,6 +379,30 @@ mod tests {
         let ca_without_https =
             Config::try_parse_from(["query-service", "--command-ca-file", "ca.pem"]).unwrap();
         assert!(ca_without_https.validate().is_err());
+    }
+
+    #[test]
+    fn bootstrap_from_takes_its_own_token_and_tls() {
+        let peer = |args: &[&str]| {
+            let mut all = vec!["query-service"];
+            all.extend_from_slice(args);
+            Config::try_parse_from(all).unwrap().validate()
+        };
+        assert!(peer(&[]).unwrap().bootstrap_from.is_none());
+        let settings = peer(&[
+            "--bootstrap-from",
+            "http://127.0.0.1:7",
+            "--bootstrap-token",
+            "t0ken",
+        ])
+        .unwrap();
+        let from = settings.bootstrap_from.unwrap();
+        assert_eq!(from.endpoint, "http://127.0.0.1:7");
+        assert_eq!(from.upstream.token.unwrap().expose(), "t0ken");
+        assert!(from.upstream.tls.is_none() && settings.upstream.token.is_none());
+        let error = peer(&["--bootstrap-from", "https://127.0.0.1:7"]).unwrap_err();
+        assert!(error.contains("--bootstrap-ca-file"), "{error}");
+        assert!(Config::try_parse_from(["query-service", "--bootstrap-from", "nope"]).is_err());
     }
 
     #[test]

@@ -50,6 +50,10 @@ pub enum QueryError {
     WatchLagged,
     #[error("query-service is shutting down")]
     ShuttingDown,
+    /// `StreamSnapshot` cannot copy the read models as they are now (a model
+    /// is being rebuilt, or no command log has been followed yet).
+    #[error("no snapshot: {0}")]
+    NoSnapshot(String),
     #[error(transparent)]
     Storage(#[from] StoreError),
 }
@@ -74,6 +78,7 @@ impl From<QueryError> for Status {
                 )),
             ),
             QueryError::NotFound(_) => (Code::NotFound, None),
+            QueryError::NoSnapshot(_) => (Code::FailedPrecondition, None),
             QueryError::NotCaughtUp { .. } => (Code::DeadlineExceeded, None),
             QueryError::Stopped { .. } | QueryError::ShuttingDown => (Code::Unavailable, None),
             // Not a failure: the served generation lacks this model until a
@@ -111,6 +116,10 @@ pub enum RunError {
     /// Bad operating configuration (tokens, TLS files, metrics address).
     #[error("{0}")]
     Config(String),
+    /// `--bootstrap-from` did not complete: nothing of the copy is served,
+    /// the next start tries again.
+    #[error("bootstrap from {peer} failed: {reason}; nothing of the copy is kept, the next start tries again")]
+    Bootstrap { peer: String, reason: String },
     /// Writing or flushing the read models failed (crash-only: restart it).
     #[error("stopped after a storage failure: {0}")]
     StorageFailure(String),

@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod applier;
+pub mod bootstrap;
 pub mod config;
 pub mod deadline;
 pub mod error;
@@ -16,6 +17,7 @@ pub mod projection;
 pub mod read_models;
 pub mod readiness;
 pub mod routes;
+pub mod snapshot;
 pub mod status;
 pub mod storage;
 pub mod store;
@@ -31,6 +33,9 @@ use shared::proto::projection_admin_service_server::{
     ProjectionAdminServiceServer, SERVICE_NAME as ADMIN_SERVICE_NAME,
 };
 use shared::proto::query_service_server::SERVICE_NAME;
+use shared::proto::replication_service_server::{
+    ReplicationServiceServer, SERVICE_NAME as REPLICATION_SERVICE,
+};
 use shared::server::observe::RpcMetrics;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
@@ -40,6 +45,7 @@ use crate::applier::{Applier, Failure, EVENT_BUFFER};
 use crate::config::Settings;
 pub use crate::error::RunError;
 use crate::grpc::QueryApi;
+use crate::snapshot::ReplicationApi;
 use crate::status::ProjectionStatus;
 use crate::store::Store;
 use crate::subscriber::Subscriber;
@@ -61,6 +67,9 @@ pub async fn run(
         }
         None => None,
     };
+    if let Some(peer) = &settings.bootstrap_from {
+        bootstrap::run(&settings, peer).await?;
+    }
     let (store, target) = Store::open(&settings.data_dir, settings.cache_bytes, settings.rebuild)?;
     let store = Arc::new(store);
     let served = store.active().checkpoint()?;
@@ -144,6 +153,13 @@ pub async fn run(
             let _ = stopping.wait_for(|s| *s).await;
         }));
     }
+    let replication = ReplicationServiceServer::new(ReplicationApi {
+        store: Arc::clone(&store),
+        chunk_bytes: snapshot::chunk_bytes(settings.server.max_message_bytes),
+        shutdown: stop_rx.clone(),
+    })
+    .max_decoding_message_size(settings.server.max_message_bytes)
+    .max_encoding_message_size(settings.server.max_message_bytes);
     let api = QueryApi {
         store: Arc::clone(&store),
         status,
@@ -163,7 +179,8 @@ pub async fn run(
             api,
             settings.server.max_message_bytes,
         ))
-        .add_service(admin),
+        .add_service(admin)
+        .add_service(replication),
         RpcMetrics {
             total: "orders_queries_total",
             duration: "orders_query_duration_seconds",
@@ -172,7 +189,8 @@ pub async fn run(
         },
     )
     .ready_when(ready_rx)
-    .also_serving(ADMIN_SERVICE_NAME);
+    .also_serving(ADMIN_SERVICE_NAME)
+    .also_serving(REPLICATION_SERVICE);
     let shutdown = async move {
         tokio::select! {
             () = shutdown => {}

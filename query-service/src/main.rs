@@ -64,6 +64,8 @@ async fn serve(config: &Config) -> ExitCode {
         command_ca_file = ?config.command_ca_file,
         web_listen = ?config.web_listen,
         web_command_url = ?config.web_command_url,
+        bootstrap_from = ?config.bootstrap_from,
+        bootstrap_token = config.bootstrap_token.is_some() || config.bootstrap_token_file.is_some(),
         server = %server,
         "effective configuration"
     );

@@ -19,6 +19,8 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 
+use tokio::sync::{OwnedRwLockReadGuard, OwnedRwLockWriteGuard, RwLock as Gate};
+
 use serde::{Deserialize, Serialize};
 use shared::codec::{decode_snapshot, encode_snapshot};
 use shared::domain::{RecordedEvent, Timestamp};
@@ -28,7 +30,7 @@ use crate::projection::{self, ProjectionError};
 use crate::read_models::checkpoint::{self, Checkpoint};
 use crate::read_models::order_view::OrderRow;
 use crate::read_models::{order_view, Batch, Change, Descriptor, REGISTRY};
-use crate::storage::{Reader, StoreError, Writes, PENDING_KEY};
+use crate::storage::{Bytes, Reader, StoreError, Writes, PENDING_KEY};
 
 /// Default-tree key of the `Catalog`.
 const CATALOG_KEY: &[u8] = b"read_models";
@@ -67,6 +69,10 @@ pub struct Store {
     registry: Registry,
     /// Parked events and skips, outside every generation.
     parking: Parking,
+    /// The applier writes a batch (and switches generations) under it
+    /// exclusively; a snapshot being copied holds it shared, so that the
+    /// generation it copies stays at one checkpoint (`hold_writes`).
+    writes: Arc<Gate<()>>,
 }
 
 /// One set of read models in one tree.
@@ -229,8 +235,53 @@ impl Store {
             active: RwLock::new(active),
             rebuilding: AtomicBool::new(catalog.rebuilding.is_some()),
             registry,
+            writes: Arc::new(Gate::new(())),
         };
         Ok((store, target))
+    }
+
+    /// Opens the database for `--bootstrap-from`: `None` when it already has a
+    /// catalog (read models of its own, even empty ones); otherwise a fresh
+    /// generation to copy a snapshot into, left over trees of an earlier copy
+    /// that did not finish dropped first.
+    pub fn begin_bootstrap(path: &Path, cache_bytes: u64) -> Result<Option<Incoming>, StoreError> {
+        std::fs::create_dir_all(path).map_err(|e| StoreError::Open {
+            path: path.to_owned(),
+            source: Box::new(e),
+        })?;
+        // No periodic background flush (and sync) while copying: `finish`
+        // flushes once, at the end.
+        let db = sled::Config::new()
+            .path(path)
+            .cache_capacity(cache_bytes)
+            .flush_every_ms(None)
+            .open()
+            .map_err(|e| open_error(path, e))?;
+        if db.get(CATALOG_KEY)?.is_some() {
+            return Ok(None);
+        }
+        let names = db.tree_names();
+        let highest = names.iter().filter_map(|n| generation_of(n)).max();
+        for name in names {
+            if generation_of(&name).is_some() {
+                db.drop_tree(&name)?;
+            }
+        }
+        let number = highest.unwrap_or(0) + 1;
+        let tree = db.open_tree(tree_name(number))?;
+        Ok(Some(Incoming { db, tree, number }))
+    }
+
+    /// Waits for the batch being applied, then keeps the applier from writing
+    /// until the guard is dropped: what is served stays at one checkpoint.
+    /// Queries are not held (they never take it).
+    pub async fn hold_writes(&self) -> OwnedRwLockReadGuard<()> {
+        Arc::clone(&self.writes).read_owned().await
+    }
+
+    /// Taken by the applier around each batch it applies (see `hold_writes`).
+    pub async fn writing(&self) -> OwnedRwLockWriteGuard<()> {
+        Arc::clone(&self.writes).write_owned().await
     }
 
     /// The generation queries are answered from.
@@ -335,7 +386,85 @@ impl Store {
     }
 }
 
+/// A generation being filled from a snapshot (`Store::begin_bootstrap`). No
+/// catalog names it until `finish`: dropped before, it is never served, and the
+/// next start drops its tree.
+pub struct Incoming {
+    db: sled::Db,
+    tree: sled::Tree,
+    number: u64,
+}
+
+impl Incoming {
+    /// Stores `entries` (key, value) as they are. Key by key, not in one
+    /// `apply_batch`: nothing reads the tree before `finish`, so no batch
+    /// needs to be atomic, and a batch keeps every node version its inserts
+    /// replaced alive until it ends (gigabytes over a large copy).
+    pub fn write(&self, entries: Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), StoreError> {
+        for (key, value) in entries {
+            self.tree.insert(key, value)?;
+        }
+        Ok(())
+    }
+
+    /// Makes the copied generation the served one, with `log_id` as the
+    /// command log it follows: the copy is flushed first, then the catalog
+    /// and the log identity are written in one batch and flushed.
+    pub fn finish(self, log_id: &str) -> Result<u64, StoreError> {
+        self.db.flush()?;
+        let catalog = Catalog {
+            active: GenerationRecord {
+                number: self.number,
+                models: records(REGISTRY),
+            },
+            rebuilding: None,
+        };
+        let mut batch = sled::Batch::default();
+        batch.insert(LOG_ID_KEY, log_id.as_bytes());
+        batch.insert(CATALOG_KEY, encode_snapshot(&catalog));
+        self.db.apply_batch(batch)?;
+        self.db.flush()?;
+        Ok(self.number)
+    }
+}
+
+/// What `models` (name, version) lack or hold otherwise than this build's
+/// read models; empty when they are the same.
+pub fn model_differences(models: &[(String, u32)]) -> Vec<String> {
+    let held: Vec<ModelRecord> = models
+        .iter()
+        .map(|(name, version)| ModelRecord {
+            name: name.clone(),
+            version: *version,
+        })
+        .collect();
+    differences(&held, &records(REGISTRY))
+}
+
 impl Generation {
+    /// The read models this generation holds (name, version), if it holds
+    /// every one of this build's; `None` while a model is being rebuilt.
+    pub fn complete_models(&self) -> Option<Vec<(String, u32)>> {
+        if !differences(&self.record.models, &records(REGISTRY)).is_empty() {
+            return None;
+        }
+        Some(
+            self.record
+                .models
+                .iter()
+                .map(|m| (m.name.clone(), m.version))
+                .collect(),
+        )
+    }
+
+    /// Every entry of the read models, in key order (not the storage
+    /// layer's pending batch).
+    pub fn entries(&self) -> impl Iterator<Item = Result<(Bytes, Bytes), StoreError>> + '_ {
+        self.reader
+            .scan(b"", None)
+            .filter(|e| !matches!(e, Ok((k, _)) if k == crate::storage::PENDING_KEY))
+    }
+
     fn open(
         db: &sled::Db,
         record: &GenerationRecord,
