@@ -51,6 +51,23 @@ use crate::store::Store;
 use crate::subscriber::Subscriber;
 use crate::watchers::{WatchLimits, Watchers};
 
+/// Opens the store the bootstrap has just closed. sled releases its
+/// directory lock only when its IO threads let go of the database, a little
+/// after the last handle is dropped: the lock is retried for a while.
+async fn open_after_bootstrap(
+    settings: &Settings,
+) -> Result<(Store, Arc<store::Generation>), RunError> {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match Store::open(&settings.data_dir, settings.cache_bytes, settings.rebuild) {
+            Err(storage::StoreError::Locked(_)) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            opened => return Ok(opened?),
+        }
+    }
+}
+
 /// Opens the store, starts the subscriber and the applier, and serves until
 /// `shutdown` completes or storage fails; then stops accepting, ends the watch
 /// streams, lets the applier finish its batch, flushes and returns (an error
@@ -67,10 +84,13 @@ pub async fn run(
         }
         None => None,
     };
-    if let Some(peer) = &settings.bootstrap_from {
-        bootstrap::run(&settings, peer).await?;
-    }
-    let (store, target) = Store::open(&settings.data_dir, settings.cache_bytes, settings.rebuild)?;
+    let (store, target) = match &settings.bootstrap_from {
+        Some(peer) => {
+            bootstrap::run(&settings, peer).await?;
+            open_after_bootstrap(&settings).await?
+        }
+        None => Store::open(&settings.data_dir, settings.cache_bytes, settings.rebuild)?,
+    };
     let store = Arc::new(store);
     let served = store.active().checkpoint()?;
     let start = target.checkpoint()?;
