@@ -13,36 +13,12 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let config = Config::parse();
-    match shared::server::runtime(usize::try_from(config.worker_threads).unwrap_or(0)) {
-        Ok(runtime) => runtime.block_on(start(config)),
-        Err(e) => {
-            eprintln!("command-service: error: cannot start the async runtime: {e}");
-            ExitCode::FAILURE
+    shared::server::block_on("command-service", config.worker_threads, async {
+        match &config.tool {
+            Some(tool) => run_tool(tool, &config).await,
+            None => shared::server::traced("command-service", &config.server, serve(&config)).await,
         }
-    }
-}
-
-async fn start(config: Config) -> ExitCode {
-    if let Some(tool) = &config.tool {
-        return run_tool(tool, &config).await;
-    }
-    let server = &config.server;
-    let telemetry = match shared::telemetry::init(
-        &server.log_level,
-        server.log_format,
-        server.otlp_endpoint.as_deref(),
-        "command-service",
-    ) {
-        Ok(telemetry) => telemetry,
-        Err(e) => {
-            eprintln!("command-service: error: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let code = serve(&config).await;
-    // The last spans (the shutdown's included) go out before the process ends.
-    telemetry.shutdown().await;
-    code
+    })
 }
 
 async fn serve(config: &Config) -> ExitCode {

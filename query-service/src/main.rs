@@ -13,33 +13,11 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let config = Config::parse();
-    match shared::server::runtime(usize::try_from(config.worker_threads).unwrap_or(0)) {
-        Ok(runtime) => runtime.block_on(start(config)),
-        Err(e) => {
-            eprintln!("query-service: error: cannot start the async runtime: {e}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-async fn start(config: Config) -> ExitCode {
-    let server = &config.server;
-    let telemetry = match shared::telemetry::init(
-        &server.log_level,
-        server.log_format,
-        server.otlp_endpoint.as_deref(),
+    shared::server::block_on(
         "query-service",
-    ) {
-        Ok(telemetry) => telemetry,
-        Err(e) => {
-            eprintln!("query-service: error: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let code = serve(&config).await;
-    // The last spans (the shutdown's included) go out before the process ends.
-    telemetry.shutdown().await;
-    code
+        config.worker_threads,
+        shared::server::traced("query-service", &config.server, serve(&config)),
+    )
 }
 
 async fn serve(config: &Config) -> ExitCode {
