@@ -3,128 +3,23 @@
 //! position and error show in `GetProjectionStatus`.
 //!
 //! The real command-service only writes events this build knows, so the
-//! upstream here is a log replayer: a gRPC `CommandService` that streams a fixed
-//! log, as a newer command-service with a new event type would.
+//! upstream here is a log replayer (`e2e::log_replayer`): a gRPC
+//! `CommandService` that streams a fixed log, as a newer command-service with
+//! a new event type would.
 
-use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use futures::Stream;
+use e2e::log_replayer::{envelope, serve_log};
 use query_service::config::Config;
-use shared::domain::{Currency, CustomerId, Event, Line, OrderId, RecordedEvent, Sku, Timestamp};
+use shared::domain::{Currency, CustomerId, Event, Line, Sku};
 use shared::proto as pb;
-use shared::proto::command_service_server::{CommandService, CommandServiceServer};
 use shared::proto::query_service_client::QueryServiceClient;
 use tokio::net::TcpListener;
-use tonic::transport::server::TcpIncoming;
-use tonic::{Code, Request, Response, Status};
-
-struct LogReplayer {
-    log: Vec<pb::EventEnvelope>,
-}
-
-fn read_only() -> Status {
-    Status::unimplemented("this log replayer serves SubscribeEvents only")
-}
-
-#[tonic::async_trait]
-impl CommandService for LogReplayer {
-    async fn create_order(
-        &self,
-        _: Request<pb::CreateOrderRequest>,
-    ) -> Result<Response<pb::CreateOrderResponse>, Status> {
-        Err(read_only())
-    }
-    async fn add_item(
-        &self,
-        _: Request<pb::AddItemRequest>,
-    ) -> Result<Response<pb::AddItemResponse>, Status> {
-        Err(read_only())
-    }
-    async fn remove_item(
-        &self,
-        _: Request<pb::RemoveItemRequest>,
-    ) -> Result<Response<pb::RemoveItemResponse>, Status> {
-        Err(read_only())
-    }
-    async fn place_order(
-        &self,
-        _: Request<pb::PlaceOrderRequest>,
-    ) -> Result<Response<pb::PlaceOrderResponse>, Status> {
-        Err(read_only())
-    }
-    async fn ship_order(
-        &self,
-        _: Request<pb::ShipOrderRequest>,
-    ) -> Result<Response<pb::ShipOrderResponse>, Status> {
-        Err(read_only())
-    }
-    async fn cancel_order(
-        &self,
-        _: Request<pb::CancelOrderRequest>,
-    ) -> Result<Response<pb::CancelOrderResponse>, Status> {
-        Err(read_only())
-    }
-    async fn list_order_events(
-        &self,
-        _: Request<pb::ListOrderEventsRequest>,
-    ) -> Result<Response<pb::ListOrderEventsResponse>, Status> {
-        Err(read_only())
-    }
-
-    type SubscribeEventsStream =
-        Pin<Box<dyn Stream<Item = Result<pb::SubscribeEventsResponse, Status>> + Send>>;
-
-    async fn subscribe_events(
-        &self,
-        request: Request<pb::SubscribeEventsRequest>,
-    ) -> Result<Response<Self::SubscribeEventsStream>, Status> {
-        use pb::subscribe_events_response::Kind;
-        let after = request.into_inner().after_position;
-        let head = self.log.last().map_or(0, |e| e.position);
-        let mut messages: Vec<_> = self
-            .log
-            .iter()
-            .filter(|e| e.position > after)
-            .map(|e| Kind::Event(e.clone()))
-            .collect();
-        messages.push(Kind::Heartbeat(pb::Heartbeat {
-            head_position: head,
-            log_id: LOG_ID.to_owned(),
-        }));
-        let stream = futures::stream::iter(
-            messages
-                .into_iter()
-                .map(|kind| Ok(pb::SubscribeEventsResponse { kind: Some(kind) })),
-        );
-        // Like the real stream, it stays open once caught up, and says which
-        // log it serves before any event.
-        let mut response = Response::new(Box::pin(futures::StreamExt::chain(
-            stream,
-            futures::stream::pending(),
-        )) as Self::SubscribeEventsStream);
-        response
-            .metadata_mut()
-            .insert(shared::LOG_ID_HEADER, LOG_ID.parse().unwrap());
-        Ok(response)
-    }
-}
+use tonic::Code;
 
 /// The stand-in log's identity.
 const LOG_ID: &str = "0190a0a0-0000-7000-8000-000000000001";
-
-fn envelope(position: u64, order: &str, version: u64, event: Event) -> pb::EventEnvelope {
-    pb::EventEnvelope::from(&RecordedEvent {
-        position,
-        event_id: format!("e{position}"),
-        order_id: OrderId::parse("order_id", order).unwrap(),
-        version,
-        occurred_at: Timestamp::from_micros(1_700_000_000_000_000),
-        command_id: None,
-        event,
-    })
-}
 
 fn created() -> Event {
     Event::OrderCreated {
@@ -150,13 +45,7 @@ async fn a_poison_event_stops_applying_and_the_last_good_state_is_served() {
         unknown,
         envelope(3, "o-2", 1, created()),
     ];
-    let upstream = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let upstream_addr = upstream.local_addr().unwrap();
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(CommandServiceServer::new(LogReplayer { log }))
-            .serve_with_incoming(TcpIncoming::from(upstream)),
-    );
+    let upstream = serve_log(log, LOG_ID).await;
 
     let dir = tempfile::tempdir().unwrap();
     let config = Config::try_parse_from([
@@ -164,7 +53,7 @@ async fn a_poison_event_stops_applying_and_the_last_good_state_is_served() {
         "--data-dir",
         dir.path().to_str().unwrap(),
         "--command-endpoint",
-        &format!("http://{upstream_addr}"),
+        &upstream,
     ])
     .unwrap()
     .validate()

@@ -10,6 +10,7 @@ pub mod event_log;
 pub mod eventually;
 pub mod fault;
 pub mod fault_proxy;
+pub mod log_replayer;
 pub mod metrics;
 pub mod model;
 pub mod queries;

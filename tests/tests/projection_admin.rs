@@ -8,27 +8,22 @@
 //! The real command-service writes only events this build can apply, so the
 //! poison suites put a stand-in upstream in front of the replica: a gRPC
 //! `CommandService` in this process streaming a fixed log, as a newer
-//! command-service with a new event type would (the same stand-in as
-//! query-service's own `tests/poison_event.rs`).
+//! command-service with a new event type would (`e2e::log_replayer`, as in `poison_event.rs`).
 
-use std::pin::Pin;
 use std::time::Duration;
 
 use e2e::auth::{bearer, QUERY_TOKEN};
+use e2e::log_replayer::{envelope, serve_log};
 use e2e::metrics::{metrics_addr, sample, scrape};
 use e2e::{
     command_client, eventually, item, pb, query_args, query_client, start_command_service,
     ClosedPort, QueryClient, Service,
 };
-use futures::Stream;
 use prost::Message;
-use shared::domain::{Currency, CustomerId, Event, Line, OrderId, RecordedEvent, Sku, Timestamp};
-use shared::proto::command_service_server::{CommandService, CommandServiceServer};
+use shared::domain::{Currency, CustomerId, Event, Line, Sku};
 use shared::proto::projection_admin_service_client::ProjectionAdminServiceClient;
-use tokio::net::TcpListener;
-use tonic::transport::server::TcpIncoming;
 use tonic::transport::Channel;
-use tonic::{Code, Request, Response, Status};
+use tonic::{Code, Status};
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
@@ -38,121 +33,12 @@ type AdminClient = ProjectionAdminServiceClient<Channel>;
 const WAIT: Duration = Duration::from_secs(20);
 const ADMIN_TOKEN: &str = "adm-token-9b2e11";
 
-/// A `CommandService` that streams a fixed log and nothing else.
-struct LogReplayer {
-    log: Vec<pb::EventEnvelope>,
-}
-
 /// The stand-in log's identity.
 const LOG_ID: &str = "0190a0a0-0000-7000-8000-00000000ad01";
 
-fn read_only() -> Status {
-    Status::unimplemented("this log replayer serves SubscribeEvents only")
-}
-
-#[tonic::async_trait]
-impl CommandService for LogReplayer {
-    async fn create_order(
-        &self,
-        _: Request<pb::CreateOrderRequest>,
-    ) -> Result<Response<pb::CreateOrderResponse>, Status> {
-        Err(read_only())
-    }
-    async fn add_item(
-        &self,
-        _: Request<pb::AddItemRequest>,
-    ) -> Result<Response<pb::AddItemResponse>, Status> {
-        Err(read_only())
-    }
-    async fn remove_item(
-        &self,
-        _: Request<pb::RemoveItemRequest>,
-    ) -> Result<Response<pb::RemoveItemResponse>, Status> {
-        Err(read_only())
-    }
-    async fn place_order(
-        &self,
-        _: Request<pb::PlaceOrderRequest>,
-    ) -> Result<Response<pb::PlaceOrderResponse>, Status> {
-        Err(read_only())
-    }
-    async fn ship_order(
-        &self,
-        _: Request<pb::ShipOrderRequest>,
-    ) -> Result<Response<pb::ShipOrderResponse>, Status> {
-        Err(read_only())
-    }
-    async fn cancel_order(
-        &self,
-        _: Request<pb::CancelOrderRequest>,
-    ) -> Result<Response<pb::CancelOrderResponse>, Status> {
-        Err(read_only())
-    }
-    async fn list_order_events(
-        &self,
-        _: Request<pb::ListOrderEventsRequest>,
-    ) -> Result<Response<pb::ListOrderEventsResponse>, Status> {
-        Err(read_only())
-    }
-
-    type SubscribeEventsStream =
-        Pin<Box<dyn Stream<Item = Result<pb::SubscribeEventsResponse, Status>> + Send>>;
-
-    async fn subscribe_events(
-        &self,
-        request: Request<pb::SubscribeEventsRequest>,
-    ) -> Result<Response<Self::SubscribeEventsStream>, Status> {
-        use pb::subscribe_events_response::Kind;
-        let after = request.into_inner().after_position;
-        let head = self.log.last().map_or(0, |e| e.position);
-        let mut messages: Vec<_> = self
-            .log
-            .iter()
-            .filter(|e| e.position > after)
-            .map(|e| Kind::Event(e.clone()))
-            .collect();
-        messages.push(Kind::Heartbeat(pb::Heartbeat {
-            head_position: head,
-            log_id: LOG_ID.to_owned(),
-        }));
-        let stream = futures::stream::iter(
-            messages
-                .into_iter()
-                .map(|kind| Ok(pb::SubscribeEventsResponse { kind: Some(kind) })),
-        );
-        let mut response = Response::new(Box::pin(futures::StreamExt::chain(
-            stream,
-            futures::stream::pending(),
-        )) as Self::SubscribeEventsStream);
-        response
-            .metadata_mut()
-            .insert(shared::LOG_ID_HEADER, LOG_ID.parse().unwrap());
-        Ok(response)
-    }
-}
-
 /// Serves `log` on a port of its own; gives the endpoint.
 async fn upstream(log: Vec<pb::EventEnvelope>) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(CommandServiceServer::new(LogReplayer { log }))
-            .serve_with_incoming(TcpIncoming::from(listener)),
-    );
-    format!("http://{addr}")
-}
-
-fn envelope(position: u64, order: &str, version: u64, event: Event) -> pb::EventEnvelope {
-    pb::EventEnvelope::from(&RecordedEvent {
-        position,
-        event_id: format!("e{position}"),
-        order_id: OrderId::parse("order_id", order).unwrap(),
-        version,
-        occurred_at: Timestamp::from_micros(1_700_000_000_000_000),
-        command_id: None,
-        event,
-    })
+    serve_log(log, LOG_ID).await
 }
 
 fn line() -> Line {
