@@ -375,6 +375,22 @@ async fn only_the_stopped_event_is_skipped_it_is_parked_kept_across_a_restart_an
         sample(&metrics, "orders_projection_skipped_events_total"),
         Some(2.0)
     );
+    // The admin RPCs are counted like the query RPCs, by method and outcome.
+    assert_eq!(
+        sample(
+            &metrics,
+            r#"orders_admin_rpcs_total{rpc="SkipEvent",outcome="OK"}"#
+        ),
+        Some(2.0)
+    );
+    assert!(
+        sample(
+            &metrics,
+            r#"orders_admin_rpcs_total{rpc="SkipEvent",outcome="FAILED_PRECONDITION"}"#
+        )
+        .is_some_and(|n| n >= 1.0),
+        "{metrics}"
+    );
     let parked_gauge = eventually("the parked gauge", WAIT, || async {
         let text = scrape(metrics_addr(&replica).await).await;
         sample(&text, "orders_projection_parked_events").filter(|v| *v == 2.0)

@@ -38,8 +38,21 @@ pub struct RpcMetrics {
     pub streams: &'static [(&'static str, &'static str)],
 }
 
+/// The metric names of the further services a binary serves
+/// (`Api::also_serving`: `CommandAdminService`, `ProjectionAdminService`,
+/// `ReplicationService`); their method names do not overlap.
+pub const ADMIN_METRICS: RpcMetrics = RpcMetrics {
+    total: "orders_admin_rpcs_total",
+    duration: "orders_admin_rpc_duration_seconds",
+    label: "rpc",
+    streams: &[
+        ("Backup", "orders_admin_streams"),
+        ("StreamSnapshot", "orders_admin_streams"),
+    ],
+};
+
 /// What the layer needs per request: the service's path prefix and methods.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Spec {
     /// e.g. `/orders.v1.CommandService/`.
     path_prefix: String,
@@ -60,20 +73,31 @@ impl Spec {
 
 #[derive(Debug, Clone)]
 pub struct ObserveLayer {
-    spec: Arc<Spec>,
+    specs: Arc<Vec<Spec>>,
 }
 
 impl ObserveLayer {
     /// Observes the calls to `service` (e.g. `orders.v1.CommandService`), whose
     /// methods are `methods`.
-    pub fn new(service: &str, mut methods: Vec<String>, metrics: RpcMetrics) -> Self {
-        methods.sort();
+    pub fn new(service: &str, methods: Vec<String>, metrics: RpcMetrics) -> Self {
         ObserveLayer {
-            spec: Arc::new(Spec {
-                path_prefix: format!("/{service}/"),
-                methods,
-                metrics,
-            }),
+            specs: Arc::new(Vec::new()),
+        }
+        .and(service, methods, metrics)
+    }
+
+    /// Observes the calls to `service` too, under its own metric names.
+    #[must_use]
+    pub fn and(self, service: &str, mut methods: Vec<String>, metrics: RpcMetrics) -> Self {
+        methods.sort();
+        let mut specs = Arc::unwrap_or_clone(self.specs);
+        specs.push(Spec {
+            path_prefix: format!("/{service}/"),
+            methods,
+            metrics,
+        });
+        ObserveLayer {
+            specs: Arc::new(specs),
         }
     }
 }
@@ -84,7 +108,7 @@ impl<S> Layer<S> for ObserveLayer {
     fn layer(&self, inner: S) -> Self::Service {
         Observe {
             inner,
-            spec: Arc::clone(&self.spec),
+            specs: Arc::clone(&self.specs),
         }
     }
 }
@@ -92,7 +116,7 @@ impl<S> Layer<S> for ObserveLayer {
 #[derive(Debug, Clone)]
 pub struct Observe<S> {
     inner: S,
-    spec: Arc<Spec>,
+    specs: Arc<Vec<Spec>>,
 }
 
 /// The gRPC code of a response whose status is in its headers (errors and
@@ -159,7 +183,7 @@ where
         if let Some(trace) = crate::telemetry::request_context(request.headers(), &span) {
             request.extensions_mut().insert(trace);
         }
-        let spec = Arc::clone(&self.spec);
+        let specs = Arc::clone(&self.specs);
         let started = Instant::now();
         let response = self.inner.call(request);
         Box::pin(
@@ -176,7 +200,10 @@ where
                     elapsed_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
                     "rpc answered"
                 );
-                let Some(method) = path.strip_prefix(spec.path_prefix.as_str()) else {
+                let Some((spec, method)) = specs.iter().find_map(|spec| {
+                    let method = path.strip_prefix(spec.path_prefix.as_str())?;
+                    Some((spec, method))
+                }) else {
                     return Ok(response);
                 };
                 let method = spec.label(method);
@@ -259,10 +286,11 @@ mod tests {
                 streams: &[],
             },
         );
-        assert_eq!(layer.spec.path_prefix, "/pkg.Svc/");
-        assert_eq!(layer.spec.label("Get"), "Get");
-        assert_eq!(layer.spec.label("Watch"), "Watch");
-        assert_eq!(layer.spec.label("Made-Up-1"), UNKNOWN_METHOD);
-        assert_eq!(layer.spec.label(""), UNKNOWN_METHOD);
+        let spec = &layer.specs[0];
+        assert_eq!(spec.path_prefix, "/pkg.Svc/");
+        assert_eq!(spec.label("Get"), "Get");
+        assert_eq!(spec.label("Watch"), "Watch");
+        assert_eq!(spec.label("Made-Up-1"), UNKNOWN_METHOD);
+        assert_eq!(spec.label(""), UNKNOWN_METHOD);
     }
 }

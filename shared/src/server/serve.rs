@@ -213,10 +213,19 @@ async fn serve_bound(
         .layer(tower::util::option_layer(settings.cors.layer()))
         .layer(Http1BodyLayer::new(settings.max_message_bytes))
         .layer(tonic_web::GrpcWebLayer::new())
-        .layer(ObserveLayer::new(
-            api.name,
-            crate::server::reflection::methods(api.name),
-            api.metrics,
+        .layer(also.iter().fold(
+            ObserveLayer::new(
+                api.name,
+                crate::server::reflection::methods(api.name),
+                api.metrics,
+            ),
+            |layer, name| {
+                layer.and(
+                    name,
+                    crate::server::reflection::methods(name),
+                    crate::server::observe::ADMIN_METRICS,
+                )
+            },
         ))
         // tonic's OUT_OF_RANGE for a request over --max-message-bytes -> RESOURCE_EXHAUSTED.
         .layer(crate::grpc_codec::OversizeLayer)
