@@ -7,17 +7,13 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use shared::server::web::CorsOrigins;
 use shared::server::ServerSettings;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::RunError;
-
-const REQUEST_HEAD_LIMIT: usize = 8 * 1024;
-const IO_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The bundle `cd web && npm run build` writes (CI checks it is up to date).
 const FILES: &[(&str, &str, &[u8])] = &[
@@ -164,44 +160,15 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) {
     let site = Arc::new(Site::new(&endpoints));
-    tokio::pin!(shutdown);
-    loop {
-        let (stream, _) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    tracing::warn!(error = %e, "dashboard: accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => return,
-        };
+    shared::server::http::serve("dashboard", listener, shutdown, move |stream, head| {
         let site = Arc::clone(&site);
-        tokio::spawn(async move {
-            if tokio::time::timeout(IO_TIMEOUT, answer(stream, &site))
-                .await
-                .is_err()
-            {
-                tracing::debug!("dashboard: request timed out");
-            }
-        });
-    }
+        async move { answer(stream, &head, &site).await }
+    })
+    .await;
 }
 
-async fn answer(mut stream: TcpStream, site: &Site) {
-    let mut head = Vec::with_capacity(1024);
-    let mut buf = [0u8; 1024];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-        match stream.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => head.extend_from_slice(&buf[..n]),
-        }
-        if head.len() > REQUEST_HEAD_LIMIT {
-            return;
-        }
-    }
-    let (method, path, if_none_match) = parse_head(&head);
+async fn answer(mut stream: TcpStream, head: &[u8], site: &Site) {
+    let (method, path, if_none_match) = parse_head(head);
     let reply = site.reply(method, path, if_none_match);
     let _ = stream.write_all(reply.head().as_bytes()).await;
     if method != b"HEAD" {
@@ -283,6 +250,7 @@ fn allow_own_origin(cors: &mut CorsOrigins, bound: SocketAddr) {
 #[cfg(test)]
 mod tests {
     use clap::Parser;
+    use tokio::io::AsyncReadExt;
 
     use super::*;
 

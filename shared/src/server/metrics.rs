@@ -5,10 +5,9 @@
 
 use std::future::Future;
 use std::sync::OnceLock;
-use std::time::Duration;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
 /// Latency buckets in seconds, from 100 µs to 10 s.
@@ -20,8 +19,6 @@ const LATENCY_BUCKETS: &[f64] = &[
 const SIZE_BUCKETS: &[f64] = &[
     1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 4096.0, 16384.0, 65536.0,
 ];
-const REQUEST_HEAD_LIMIT: usize = 8 * 1024;
-const IO_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Installs the process-wide recorder once; without it every metric macro is a no-op.
 pub fn install() -> Result<PrometheusHandle, String> {
@@ -45,40 +42,14 @@ pub async fn serve(
     handle: PrometheusHandle,
     shutdown: impl Future<Output = ()>,
 ) {
-    tokio::pin!(shutdown);
-    loop {
-        let (stream, _) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    tracing::warn!(error = %e, "metrics: accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => return,
-        };
+    crate::server::http::serve("metrics", listener, shutdown, move |stream, head| {
         let handle = handle.clone();
-        tokio::spawn(async move {
-            if let Err(e) = tokio::time::timeout(IO_TIMEOUT, answer(stream, &handle)).await {
-                tracing::debug!(error = %e, "metrics: scrape timed out");
-            }
-        });
-    }
+        async move { answer(stream, &head, &handle).await }
+    })
+    .await;
 }
 
-async fn answer(mut stream: TcpStream, handle: &PrometheusHandle) {
-    let mut head = Vec::with_capacity(1024);
-    let mut buf = [0u8; 1024];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-        match stream.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => head.extend_from_slice(&buf[..n]),
-        }
-        if head.len() > REQUEST_HEAD_LIMIT {
-            return;
-        }
-    }
+async fn answer(mut stream: TcpStream, head: &[u8], handle: &PrometheusHandle) {
     let request_line = head.split(|&b| b == b'\r').next().unwrap_or_default();
     let mut parts = request_line.split(|&b| b == b' ');
     let (method, target) = (parts.next(), parts.next());

@@ -7,6 +7,7 @@
 pub mod auth;
 pub mod connections;
 pub mod flags;
+pub mod http;
 pub mod metrics;
 pub mod observe;
 pub mod reflection;
