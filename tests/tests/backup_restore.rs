@@ -33,6 +33,18 @@ async fn tool(args: &[&str]) -> Output {
         .expect("the tool runs")
 }
 
+/// `command-service restore --from FROM --data-dir TO`.
+async fn restore(from: &Path, to: &Path) -> Output {
+    tool(&[
+        "restore",
+        "--from",
+        &path_arg(from),
+        "--data-dir",
+        &path_arg(to),
+    ])
+    .await
+}
+
 fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
@@ -201,14 +213,7 @@ async fn a_backup_under_load_restores_every_acknowledged_command_and_the_log_goe
     // Restore into a new directory and serve from it.
     let restored_dir = dir.path().join("restored");
     let restoring = Instant::now();
-    let output = tool(&[
-        "restore",
-        "--from",
-        &path_arg(&file),
-        "--data-dir",
-        &path_arg(&restored_dir),
-    ])
-    .await;
+    let output = restore(&file, &restored_dir).await;
     assert!(
         output.status.success(),
         "restore failed: {}",
@@ -306,14 +311,7 @@ async fn restore_refuses_a_non_empty_directory_and_a_corrupt_file_and_changes_no
     let occupied = dir.path().join("occupied");
     std::fs::create_dir_all(&occupied).unwrap();
     std::fs::write(occupied.join("keep.txt"), "mine").unwrap();
-    let output = tool(&[
-        "restore",
-        "--from",
-        &path_arg(&file),
-        "--data-dir",
-        &path_arg(&occupied),
-    ])
-    .await;
+    let output = restore(&file, &occupied).await;
     assert!(!output.status.success());
     let error = stderr(&output);
     assert!(error.contains("is not empty"), "{error}");
@@ -332,14 +330,7 @@ async fn restore_refuses_a_non_empty_directory_and_a_corrupt_file_and_changes_no
     let corrupt = dir.path().join("corrupt.backup");
     std::fs::write(&corrupt, &bytes).unwrap();
     let target = dir.path().join("from-corrupt");
-    let output = tool(&[
-        "restore",
-        "--from",
-        &path_arg(&corrupt),
-        "--data-dir",
-        &path_arg(&target),
-    ])
-    .await;
+    let output = restore(&corrupt, &target).await;
     assert!(!output.status.success());
     let error = stderr(&output);
     assert!(error.contains("corrupt"), "{error}");
@@ -347,41 +338,20 @@ async fn restore_refuses_a_non_empty_directory_and_a_corrupt_file_and_changes_no
 
     // Cut short, or not a backup at all.
     std::fs::write(&corrupt, &std::fs::read(&file).unwrap()[..middle]).unwrap();
-    let output = tool(&[
-        "restore",
-        "--from",
-        &path_arg(&corrupt),
-        "--data-dir",
-        &path_arg(&target),
-    ])
-    .await;
+    let output = restore(&corrupt, &target).await;
     assert!(
         !output.status.success() && stderr(&output).contains("ends early"),
         "{}",
         stderr(&output)
     );
     std::fs::write(&corrupt, "hello").unwrap();
-    let output = tool(&[
-        "restore",
-        "--from",
-        &path_arg(&corrupt),
-        "--data-dir",
-        &path_arg(&target),
-    ])
-    .await;
+    let output = restore(&corrupt, &target).await;
     assert!(!output.status.success() && stderr(&output).contains("not a command-service backup"));
     assert!(!target.exists());
 
     // The good file restores, into an empty directory too.
     std::fs::create_dir_all(&target).unwrap();
-    let output = tool(&[
-        "restore",
-        "--from",
-        &path_arg(&file),
-        "--data-dir",
-        &path_arg(&target),
-    ])
-    .await;
+    let output = restore(&file, &target).await;
     assert!(output.status.success(), "{}", stderr(&output));
     assert!(
         stdout(&output).contains("position 20"),
