@@ -1,19 +1,23 @@
 //! The new replica's side of `--bootstrap-from`: on an empty data directory,
-//! copies a running replica's read models (`StreamSnapshot`, snapshot.rs) into
-//! a fresh generation before anything is served; the subscriber then follows
-//! the command log from the copy's checkpoint.
+//! copies a running replica's database files (`StreamSnapshot`, snapshot.rs)
+//! before anything is served; the subscriber then follows the command log
+//! from the copy's checkpoint.
 //!
-//! Nothing of a copy is served until all of it has arrived and matches its
-//! trailer: the catalog naming the generation, and the command log's identity,
-//! are written only then (`Incoming::finish`). A peer that goes away mid-copy,
-//! a truncated stream, a checksum that does not match, read models of another
-//! build, or a peer following another command log than `--command-endpoint`
-//! serves: the start fails with one clear line and a non-zero exit, the
-//! directory still has no catalog, and the next start drops the partial tree
-//! and copies again. A directory that already holds read models is not
-//! touched: the flag is ignored with a warning and the replica catches up from
-//! its own checkpoint.
+//! Nothing of a copy is served until all of it has arrived, matches its
+//! trailer, and, opened, holds the read models the trailer counts at the
+//! header's position and log identity: until then the directory holds the
+//! marker `dbfiles::INCOMPLETE_MARKER`, written before the first file and
+//! removed last, and a directory with the marker is never opened for serving.
+//! A peer that goes away mid-copy, a truncated stream, a checksum that does
+//! not match, read models of another build, or a peer following another
+//! command log than `--command-endpoint` serves: the start fails with one
+//! clear line and a non-zero exit, and the next start with `--bootstrap-from`
+//! removes the partial copy and copies again. A directory that already holds
+//! read models is not touched: the flag is ignored with a warning and the
+//! replica catches up from its own checkpoint.
 
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use shared::proto as pb;
@@ -23,9 +27,10 @@ use shared::proto::stream_snapshot_response::Kind;
 use tonic::Streaming;
 
 use crate::config::Settings;
+use crate::dbfiles::Receiving;
 use crate::error::RunError;
 use crate::snapshot::{Digest, FORMAT_VERSION};
-use crate::store::{model_differences, Incoming, Store};
+use crate::store::{model_differences, Generation, Store};
 use crate::upstream::Upstream;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -35,7 +40,7 @@ const STALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// refuses nonsense.
 const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 /// Chunks received but not yet written.
-const WRITE_BUFFER: usize = 4;
+const WRITE_BUFFER: usize = 8;
 
 /// The replica to copy from: its endpoint, TLS towards it and the token it takes.
 #[derive(Debug, Clone)]
@@ -44,43 +49,88 @@ pub struct Peer {
     pub upstream: Upstream,
 }
 
-/// Copies `peer`'s read models into the empty data directory, or does nothing
-/// (with a warning) when the directory already holds read models.
-pub async fn run(settings: &Settings, peer: &Peer) -> Result<(), RunError> {
-    let Some(incoming) = Store::begin_bootstrap(&settings.data_dir, settings.cache_bytes)? else {
-        tracing::warn!(
-            peer = %peer.endpoint,
-            "--bootstrap-from is ignored: the data directory already holds read models; \
-             catching up from their own checkpoint"
-        );
-        return Ok(());
-    };
-    tracing::info!(peer = %peer.endpoint, "bootstrapping: copying the read models of a running replica");
+/// The store opened on a copy, and the generation to apply events to.
+pub type Opened = (Store, Arc<Generation>);
+
+/// Copies `peer`'s database into the empty data directory and returns it
+/// opened, or does nothing (with a warning; `None`) when the directory
+/// already holds read models.
+pub async fn run(settings: &Settings, peer: &Peer) -> Result<Option<Opened>, RunError> {
     let started = Instant::now();
-    let copied = copy(settings, peer, incoming)
-        .await
-        .map_err(|reason| RunError::Bootstrap {
-            peer: peer.endpoint.clone(),
-            reason,
-        })?;
+    let mut attempt = 1;
+    let copied = loop {
+        let Some(receiving) = Store::begin_bootstrap(&settings.data_dir, settings.cache_bytes)?
+        else {
+            tracing::warn!(
+                peer = %peer.endpoint,
+                "--bootstrap-from is ignored: the data directory already holds read models; \
+                 catching up from their own checkpoint"
+            );
+            return Ok(None);
+        };
+        tracing::info!(peer = %peer.endpoint, attempt, "bootstrapping: copying the database of a running replica");
+        match copy(settings, peer, receiving).await {
+            Ok(copied) => break copied,
+            Err(Failed::Inconsistent(reason)) if attempt < ATTEMPTS => {
+                tracing::warn!(
+                    peer = %peer.endpoint,
+                    attempt,
+                    "{reason}: the source's files changed while they were read; copying again"
+                );
+                attempt += 1;
+            }
+            Err(Failed::Inconsistent(reason) | Failed::Refused(reason)) => {
+                return Err(RunError::Bootstrap {
+                    peer: peer.endpoint.clone(),
+                    reason,
+                })
+            }
+        }
+    };
     tracing::info!(
         peer = %peer.endpoint,
         position = copied.position,
         entries = copied.entries,
-        generation = copied.generation,
-        elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        file_bytes = copied.file_bytes,
+        generation = copied.opened.1.number(),
+        received_ms = copied.received_ms,
+        elapsed_ms = elapsed_ms(started),
         "bootstrapped; following the command log from the copy's position"
     );
-    Ok(())
+    Ok(Some(copied.opened))
+}
+
+/// Copies made in one start before giving up on copies that arrive whole
+/// but do not hold what their source counted.
+const ATTEMPTS: u32 = 3;
+
+/// Why a copy did not complete.
+enum Failed {
+    /// The copy arrived but does not open to what the source counted: its
+    /// files changed while they were read (sled cleaning segments in the
+    /// background); another copy is likely to succeed.
+    Inconsistent(String),
+    /// Anything else: the peer went away, refused, or serves something else.
+    Refused(String),
+}
+
+impl From<String> for Failed {
+    fn from(reason: String) -> Failed {
+        Failed::Refused(reason)
+    }
 }
 
 struct Copied {
     position: u64,
     entries: u64,
-    generation: u64,
+    file_bytes: u64,
+    /// From the request to the trailer (the rest is syncing, opening and checking).
+    received_ms: u64,
+    opened: Opened,
 }
 
-async fn copy(settings: &Settings, peer: &Peer, incoming: Incoming) -> Result<Copied, String> {
+async fn copy(settings: &Settings, peer: &Peer, receiving: Receiving) -> Result<Copied, Failed> {
+    let started = Instant::now();
     let channel = peer
         .upstream
         .endpoint(&peer.endpoint)?
@@ -100,7 +150,7 @@ async fn copy(settings: &Settings, peer: &Peer, incoming: Incoming) -> Result<Co
         .into_inner();
     let header = match next(&mut stream).await? {
         Some(Kind::Header(header)) => header,
-        _ => return Err("the copy does not start with its header".to_owned()),
+        _ => return Err("the copy does not start with its header".to_owned().into()),
     };
     check_header(&header)?;
     let command_log = command_log_id(settings, header.position).await?;
@@ -109,26 +159,21 @@ async fn copy(settings: &Settings, peer: &Peer, incoming: Incoming) -> Result<Co
             "the peer's read models were built from another command log (identity {}) than \
              the one {} serves ({command_log}): bootstrap from a replica of this command log",
             header.log_id, settings.command_endpoint
-        ));
+        )
+        .into());
     }
 
     // Written on a blocking thread while the next chunks arrive.
-    let (chunks, to_write) = std::sync::mpsc::sync_channel::<Vec<pb::SnapshotEntry>>(WRITE_BUFFER);
+    let (chunks, to_write) =
+        std::sync::mpsc::sync_channel::<Vec<pb::SnapshotFilePart>>(WRITE_BUFFER);
     let writer = tokio::task::spawn_blocking(move || {
-        let mut digest = Digest::default();
-        for chunk in to_write {
-            let entries = chunk
-                .into_iter()
-                .map(|e| {
-                    digest.add(&e.key, &e.value);
-                    (e.key, e.value)
-                })
-                .collect();
-            incoming
-                .write(entries)
-                .map_err(|e| format!("writing the copy: {e}"))?;
+        let mut receiving = receiving;
+        for parts in to_write {
+            for part in parts {
+                receiving.write(&part.path, part.offset, &part.data)?;
+            }
         }
-        Ok::<_, String>((incoming, digest))
+        Ok::<_, String>(receiving)
     });
     let mut received = 0u64;
     let trailer = loop {
@@ -137,13 +182,16 @@ async fn copy(settings: &Settings, peer: &Peer, incoming: Incoming) -> Result<Co
             Err(e) => {
                 drop(chunks);
                 let _ = writer.await;
-                return Err(format!("{e} after {received} entries"));
+                return Err(format!("{e} after {received} bytes").into());
             }
         };
         match message {
             Some(Kind::Chunk(chunk)) => {
-                received += chunk.entries.len() as u64;
-                if chunks.send(chunk.entries).is_err() {
+                if !chunk.entries.is_empty() {
+                    break None; // format 1 entries in a format 2 copy
+                }
+                received += chunk.files.iter().map(|p| p.data.len() as u64).sum::<u64>();
+                if chunks.send(chunk.files).is_err() {
                     break None; // the writer failed: its error follows
                 }
             }
@@ -153,35 +201,137 @@ async fn copy(settings: &Settings, peer: &Peer, incoming: Incoming) -> Result<Co
                 drop(chunks);
                 let _ = writer.await;
                 return Err(format!(
-                    "the copy ended after {received} entries without its trailer: the peer \
+                    "the copy ended after {received} bytes without its trailer: the peer \
                      went away or cut it off mid-copy (truncated)"
-                ));
+                )
+                .into());
             }
         }
     };
     drop(chunks);
-    let (incoming, digest) = writer
+    let receiving = writer
         .await
         .map_err(|e| format!("the writer task failed: {e}"))??;
+    let received_ms = elapsed_ms(started);
     let Some(trailer) = trailer else {
-        return Err("a second header in the middle of the copy".to_owned());
+        return Err(
+            "a second header, or entries, in the middle of a copy of files"
+                .to_owned()
+                .into(),
+        );
     };
-    if digest.trailer() != trailer {
+    let files = receiving.digest();
+    if (files.bytes(), files.checksum()) != (trailer.file_bytes, trailer.file_checksum) {
+        return Err(Failed::Inconsistent(format!(
+            "the files do not match the trailer (received {} bytes with CRC {:08x}, trailer {} bytes with CRC {:08x})",
+            files.bytes(),
+            files.checksum(),
+            trailer.file_bytes,
+            trailer.file_checksum
+        )));
+    }
+    let dir = settings.data_dir.clone();
+    let cache_bytes = settings.cache_bytes;
+    let opened = tokio::task::spawn_blocking(move || {
+        open_and_check(receiving, &dir, cache_bytes, &header, &trailer)
+    })
+    .await
+    .map_err(|e| format!("the opening task failed: {e}"))?
+    .map_err(Failed::Inconsistent)?;
+    Ok(Copied {
+        position: opened.position,
+        entries: opened.entries,
+        file_bytes: opened.file_bytes,
+        received_ms,
+        opened: opened.opened,
+    })
+}
+
+pub(crate) struct Checked {
+    pub position: u64,
+    pub entries: u64,
+    pub file_bytes: u64,
+    pub opened: Opened,
+}
+
+/// Syncs the received files, opens them, and checks that they hold what the
+/// header and the trailer say: the command log, the position, the read
+/// models, and every entry (count, size, CRC-32 in key order). Only then is
+/// the marker removed. On any failure the marker stays: nothing is served.
+pub(crate) fn open_and_check(
+    receiving: Receiving,
+    dir: &std::path::Path,
+    cache_bytes: u64,
+    header: &pb::SnapshotHeader,
+    trailer: &pb::SnapshotTrailer,
+) -> Result<Checked, String> {
+    let started = Instant::now();
+    let marker = receiving.finish()?;
+    let synced_ms = elapsed_ms(started);
+    let (store, target) =
+        Store::open_copy(dir, cache_bytes).map_err(|e| format!("opening the copy: {e}"))?;
+    let opened_ms = elapsed_ms(started);
+    let active = store.active();
+    let log_id = store
+        .log_id()
+        .map_err(|e| format!("reading the copy: {e}"))?;
+    if log_id.as_deref() != Some(header.log_id.as_str()) {
         return Err(format!(
-            "the copy does not match its trailer (received {:?}, trailer {trailer:?})",
-            digest.trailer()
+            "the copy follows command log {log_id:?}, not {} as its header says",
+            header.log_id
         ));
     }
-    let log_id = header.log_id.clone();
-    let generation = tokio::task::spawn_blocking(move || incoming.finish(&log_id))
-        .await
-        .map_err(|e| format!("the writer task failed: {e}"))?
-        .map_err(|e| format!("recording the copy: {e}"))?;
-    Ok(Copied {
-        position: header.position,
+    let position = active
+        .checkpoint()
+        .map_err(|e| format!("reading the copy: {e}"))?
+        .position;
+    if position != header.position || target.number() != active.number() {
+        return Err(format!(
+            "the copy is at position {position}, not {} as its header says",
+            header.position
+        ));
+    }
+    // Nothing else runs yet: every core scans.
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let digest = Digest::of(&active, threads, &AtomicBool::new(false))
+        .map_err(|e| format!("reading the copy: {e}"))?;
+    let counted = (digest.entries(), digest.trailer(&Default::default()));
+    if (
+        counted.1.entry_count,
+        counted.1.byte_count,
+        counted.1.checksum,
+    ) != (trailer.entry_count, trailer.byte_count, trailer.checksum)
+    {
+        return Err(format!(
+            "the copy's read models do not match the trailer (counted {} entries, {} bytes, CRC {:08x}; trailer {} entries, {} bytes, CRC {:08x})",
+            counted.0,
+            counted.1.byte_count,
+            counted.1.checksum,
+            trailer.entry_count,
+            trailer.byte_count,
+            trailer.checksum
+        ));
+    }
+    drop(active);
+    marker
+        .remove()
+        .map_err(|e| format!("recording the copy as complete: {e}"))?;
+    tracing::debug!(
+        synced_ms,
+        opened_ms,
+        checked_ms = elapsed_ms(started),
+        "the copy is synced, opened and checked"
+    );
+    Ok(Checked {
+        position,
         entries: digest.entries(),
-        generation,
+        file_bytes: trailer.file_bytes,
+        opened: (store, target),
     })
+}
+
+fn elapsed_ms(since: Instant) -> u64 {
+    u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
 /// The next message of the copy: `None` when the stream ended.

@@ -118,7 +118,7 @@ pub enum RunError {
     Config(String),
     /// `--bootstrap-from` did not complete: nothing of the copy is served,
     /// the next start tries again.
-    #[error("bootstrap from {peer} failed: {reason}; nothing of the copy is kept, the next start tries again")]
+    #[error("bootstrap from {peer} failed: {reason}; nothing of the copy is served, the next start with --bootstrap-from copies again")]
     Bootstrap { peer: String, reason: String },
     /// Writing or flushing the read models failed (crash-only: restart it).
     #[error("stopped after a storage failure: {0}")]

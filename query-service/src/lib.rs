@@ -7,6 +7,7 @@ pub mod admin;
 pub mod applier;
 pub mod bootstrap;
 pub mod config;
+pub mod dbfiles;
 pub mod deadline;
 pub mod error;
 pub mod grpc;
@@ -51,7 +52,7 @@ use crate::store::Store;
 use crate::subscriber::Subscriber;
 use crate::watchers::{WatchLimits, Watchers};
 
-/// Opens the store the bootstrap has just closed. sled releases its
+/// Opens the store the bootstrap has just looked into. sled releases its
 /// directory lock only when its IO threads let go of the database, a little
 /// after the last handle is dropped: the lock is retried for a while.
 async fn open_after_bootstrap(
@@ -85,10 +86,11 @@ pub async fn run(
         None => None,
     };
     let (store, target) = match &settings.bootstrap_from {
-        Some(peer) => {
-            bootstrap::run(&settings, peer).await?;
-            open_after_bootstrap(&settings).await?
-        }
+        Some(peer) => match bootstrap::run(&settings, peer).await? {
+            Some(opened) => opened,
+            // The flag was ignored: the directory was opened to see that.
+            None => open_after_bootstrap(&settings).await?,
+        },
         None => Store::open(&settings.data_dir, settings.cache_bytes, settings.rebuild)?,
     };
     let store = Arc::new(store);

@@ -1,22 +1,48 @@
 //! The source side of `--bootstrap-from`: `orders.v1.ReplicationService.StreamSnapshot`
 //! streams a copy of the served read models at one checkpoint.
 //!
+//! What is copied is the database's files as they are on disk (format 2),
+//! not its entries: a new replica that inserted 800,000 entries one by one
+//! spent half of a full catch-up's time in sled's per-key insert, while the
+//! files of the same read models arrive and open in a fraction of it
+//! (BENCHMARKS.md).
+//!
 //! sled has no snapshots, so the copy is made consistent by holding the
-//! applier off (`Store::hold_writes`) from the header to the trailer: the
-//! served generation stays at the checkpoint the header names while its tree
-//! is scanned in key order. Queries are not held (they read sled directly and
-//! never take the gate); the replica only lags behind the command side for the
-//! duration of the copy, which is bounded: a receiver that leaves a chunk
-//! unread for `SEND_STALL`, or a copy longer than `MAX_COPY`, is cut off (its
-//! stream ends without a trailer, which the receiver detects), and stopping the
+//! applier off (`Store::hold_writes`) from the header to the trailer, after
+//! writing out what sled still buffers (`Store::write_out`): nothing changes
+//! the read models meanwhile, and each file is read up to the length it had
+//! when the copy began. sled itself may still write while the files are
+//! read: a read passing through a node an earlier insert left over-full
+//! splits it (an under-full one merges), and its flusher thread cleans
+//! segments, moving live pages to the end of the log. Both change where
+//! pages are, never what the tree holds, so what is read is what sled would
+//! find after a crash at the checkpoint the header names, with such moves
+//! half done, which it recovers from; unless a segment emptied by a move is
+//! reused before the copy reaches it, when the copy lacks the moved pages.
+//! That argument rests on sled's internals, so it is checked, not trusted:
+//! alongside the files, the served generation's entries are counted and
+//! checksummed in key order (`Digest`, on two threads), and the receiver
+//! opens the files and counts its entries again before serving any. A copy
+//! that is not the checkpoint's is never served; the receiver copies again
+//! (bootstrap.rs).
+//!
+//! Queries are not held (they read sled directly and never take the
+//! gate); the replica only lags behind the command side for the duration of
+//! the copy, which is bounded: a receiver that leaves a chunk unread for
+//! `SEND_STALL`, or a copy longer than `MAX_COPY`, is cut off (its stream
+//! ends without a trailer, which the receiver detects), and stopping the
 //! service ends it too.
 //!
 //! The stream: a header (format, log identity, position, read models and their
-//! versions), chunks of raw entries (key, value as the read models stored them)
-//! each of at most `chunk_bytes` of keys and values, and a trailer (counts and
-//! a CRC-32 over every entry, `Digest`).
+//! versions), chunks of file parts (`conf`, `db`, snapshots, blobs, each in
+//! order) of at most `chunk_bytes` of data each, and a trailer (the entries'
+//! count, size and CRC-32, `Digest`; the files' byte count and CRC-32,
+//! `dbfiles::FileDigest`).
 
-use std::sync::Arc;
+use std::fs::File;
+use std::io::Read;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
 
 use shared::proto as pb;
@@ -27,13 +53,14 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
+use crate::dbfiles::{self, FileDigest};
 use crate::error::QueryError;
 use crate::store::{Generation, Store};
 
-/// How the entries are laid out: raw keys and values of one generation's
-/// tree (each value in `shared::codec`'s format of its read model's version).
-pub const FORMAT_VERSION: u32 = 1;
-/// Most bytes of keys and values in one chunk (less under a small
+/// How the copy is laid out: the database files of this build's sled, as on
+/// disk (1 was the generation's entries, key by key).
+pub const FORMAT_VERSION: u32 = 2;
+/// Most bytes of file data in one chunk (less under a small
 /// `--max-message-bytes`, see `chunk_bytes`).
 const MAX_CHUNK_BYTES: usize = 1 << 20;
 /// Longest a receiver may leave a chunk unread before the copy is cut off.
@@ -73,11 +100,76 @@ impl Digest {
         self.entries
     }
 
-    pub fn trailer(&self) -> pb::SnapshotTrailer {
+    /// `self` followed by `next` (the entries after `self`'s), as if added
+    /// one by one.
+    fn append(&mut self, next: &Digest) {
+        self.entries += next.entries;
+        self.bytes += next.bytes;
+        self.crc.combine(&next.crc);
+    }
+
+    /// The digest of `generation`'s entries, its key ranges (`split_keys`)
+    /// scanned by `threads` threads at once; gives up with an error soon
+    /// after `stop` is set.
+    pub fn of(
+        generation: &Generation,
+        threads: usize,
+        stop: &AtomicBool,
+    ) -> Result<Digest, String> {
+        let splits = generation.split_keys();
+        let ranges: Vec<(&[u8], Option<&[u8]>)> = std::iter::once(&[][..])
+            .chain(splits.iter().map(Vec::as_slice))
+            .zip(splits.iter().map(|s| Some(s.as_slice())).chain([None]))
+            .collect();
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let digests: Vec<std::sync::Mutex<Option<Result<Digest, String>>>> =
+            ranges.iter().map(|_| std::sync::Mutex::new(None)).collect();
+        std::thread::scope(|scope| {
+            for _ in 0..threads.max(1) {
+                scope.spawn(|| loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(&(low, high)) = ranges.get(i) else {
+                        return;
+                    };
+                    let mut digest = Digest::default();
+                    let mut result = Ok(());
+                    for entry in generation.entries_between(low, high) {
+                        match entry {
+                            Ok((key, value)) => digest.add(&key, &value),
+                            Err(e) => {
+                                result = Err(format!("reading the read models: {e}"));
+                                break;
+                            }
+                        }
+                        if digest.entries % 4096 == 0 && stop.load(Ordering::Relaxed) {
+                            result = Err("the copy was given up".to_owned());
+                            break;
+                        }
+                    }
+                    *digests[i].lock().unwrap_or_else(PoisonError::into_inner) =
+                        Some(result.map(|()| digest));
+                });
+            }
+        });
+        let mut all = Digest::default();
+        for digest in digests {
+            let digest = digest
+                .into_inner()
+                .unwrap_or_else(PoisonError::into_inner)
+                .unwrap_or_else(|| Err("a range was not scanned".to_owned()))?;
+            all.append(&digest);
+        }
+        Ok(all)
+    }
+
+    /// The trailer of a copy with these entries and `files`.
+    pub fn trailer(&self, files: &FileDigest) -> pb::SnapshotTrailer {
         pb::SnapshotTrailer {
             entry_count: self.entries,
             byte_count: self.bytes,
             checksum: self.crc.clone().finalize(),
+            file_bytes: files.bytes(),
+            file_checksum: files.checksum(),
         }
     }
 }
@@ -128,6 +220,7 @@ impl ReplicationService for ReplicationApi {
         };
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         let copy = Copying {
+            store: Arc::clone(&self.store),
             generation,
             chunk_bytes: self.chunk_bytes,
             tx,
@@ -141,10 +234,10 @@ impl ReplicationService for ReplicationApi {
             let result = copy.run(header);
             drop(gate);
             match result {
-                Ok(digest) => tracing::info!(
+                Ok((digest, files)) => tracing::info!(
                     position,
                     entries = digest.entries,
-                    bytes = digest.bytes,
+                    file_bytes = files.bytes(),
                     elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
                     "snapshot copied"
                 ),
@@ -155,8 +248,9 @@ impl ReplicationService for ReplicationApi {
     }
 }
 
-/// One copy under way, on a blocking thread (sled reads block).
+/// One copy under way, on a blocking thread (sled and file reads block).
 struct Copying {
+    store: Arc<Store>,
     generation: Arc<Generation>,
     chunk_bytes: usize,
     tx: Sender,
@@ -166,38 +260,95 @@ struct Copying {
 }
 
 impl Copying {
-    fn run(&self, header: pb::SnapshotHeader) -> Result<Digest, String> {
+    fn run(&self, header: pb::SnapshotHeader) -> Result<(Digest, FileDigest), String> {
+        let fail = |error: String| {
+            // The receiver hears why instead of a bare truncation.
+            let _ = self.tx.try_send(Err(Status::unavailable(format!(
+                "snapshot failed: {error}"
+            ))));
+            error
+        };
+        // The files then hold everything applied up to the checkpoint.
+        self.store
+            .write_out()
+            .map_err(|e| fail(format!("writing out the read models: {e}")))?;
+        let files = dbfiles::list(self.store.dir())
+            .map_err(|e| fail(format!("listing the database files: {e}")))?;
         self.send(Kind::Header(header))?;
-        let mut digest = Digest::default();
-        let mut entries = Vec::new();
-        let mut size = 0;
-        for entry in self.generation.entries() {
-            let (key, value) = entry.map_err(|e| {
-                let error = format!("reading the read models: {e}");
-                // The receiver hears why instead of a bare truncation.
-                let _ = self.tx.try_send(Err(Status::unavailable(format!(
-                    "snapshot failed: {error}"
-                ))));
-                error
-            })?;
-            digest.add(&key, &value);
-            size += key.len() + value.len();
-            entries.push(pb::SnapshotEntry {
-                key: key.to_vec(),
-                value: value.to_vec(),
+        let stop = AtomicBool::new(false);
+        let started = Instant::now();
+        let (entries, sent) = std::thread::scope(|scope| {
+            // The entries are counted on a second thread while the files go out.
+            let entries = scope.spawn(|| {
+                let digest = Digest::of(&self.generation, 2, &stop);
+                tracing::debug!(
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "entries counted"
+                );
+                digest
             });
-            if size >= self.chunk_bytes {
-                self.send(Kind::Chunk(pb::SnapshotChunk {
-                    entries: std::mem::take(&mut entries),
-                }))?;
-                size = 0;
+            let sent = self.send_files(&files);
+            tracing::debug!(
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "files sent"
+            );
+            if sent.is_err() {
+                stop.store(true, Ordering::Relaxed);
+            }
+            (entries.join(), sent)
+        });
+        let files = sent?;
+        let entries = entries
+            .map_err(|_| fail("counting the entries panicked".to_owned()))?
+            .map_err(fail)?;
+        self.send(Kind::Trailer(entries.trailer(&files)))?;
+        Ok((entries, files))
+    }
+
+    /// Sends `files` (name, length) in parts of at most `chunk_bytes`.
+    fn send_files(&self, files: &[(String, u64)]) -> Result<FileDigest, String> {
+        let mut digest = FileDigest::default();
+        let mut parts = Vec::new();
+        let mut size = 0;
+        for (name, len) in files {
+            let path = self.store.dir().join(name);
+            let mut file = File::open(&path).map_err(|e| format!("opening {name}: {e}"))?;
+            let mut offset = 0u64;
+            loop {
+                let room = (self.chunk_bytes - size) as u64;
+                let mut data = vec![0; (len - offset).min(room) as usize];
+                file.read_exact(&mut data)
+                    .map_err(|e| format!("reading {name} at {offset}: {e}"))?;
+                digest.add(name, offset, &data);
+                size += data.len();
+                let end = offset + data.len() as u64;
+                parts.push(pb::SnapshotFilePart {
+                    path: name.clone(),
+                    offset,
+                    data,
+                });
+                offset = end;
+                if size >= self.chunk_bytes {
+                    self.send_parts(&mut parts)?;
+                    size = 0;
+                }
+                if offset == *len {
+                    break;
+                }
             }
         }
-        if !entries.is_empty() {
-            self.send(Kind::Chunk(pb::SnapshotChunk { entries }))?;
-        }
-        self.send(Kind::Trailer(digest.trailer()))?;
+        self.send_parts(&mut parts)?;
         Ok(digest)
+    }
+
+    fn send_parts(&self, parts: &mut Vec<pb::SnapshotFilePart>) -> Result<(), String> {
+        if parts.is_empty() {
+            return Ok(());
+        }
+        self.send(Kind::Chunk(pb::SnapshotChunk {
+            entries: Vec::new(),
+            files: std::mem::take(parts),
+        }))
     }
 
     /// Hands one message to the stream; gives up when the receiver has gone,
@@ -234,9 +385,36 @@ mod tests {
         one.add(b"ab", b"c");
         let mut other = Digest::default();
         other.add(b"a", b"bc");
-        assert_eq!(one.trailer().byte_count, other.trailer().byte_count);
-        assert_ne!(one.trailer().checksum, other.trailer().checksum);
-        assert_eq!(one.trailer().entry_count, 1);
+        assert_eq!(
+            one.trailer(&FileDigest::default()).byte_count,
+            other.trailer(&FileDigest::default()).byte_count
+        );
+        assert_ne!(
+            one.trailer(&FileDigest::default()).checksum,
+            other.trailer(&FileDigest::default()).checksum
+        );
+        assert_eq!(one.trailer(&FileDigest::default()).entry_count, 1);
+    }
+
+    #[test]
+    fn digests_of_consecutive_entries_append_to_the_digest_of_all() {
+        let entries: Vec<(Vec<u8>, Vec<u8>)> = (0..50u8)
+            .map(|i| (vec![b'k', i], vec![i; i as usize]))
+            .collect();
+        let mut all = Digest::default();
+        for (k, v) in &entries {
+            all.add(k, v);
+        }
+        let mut joined = Digest::default();
+        for part in entries.chunks(7) {
+            let mut digest = Digest::default();
+            for (k, v) in part {
+                digest.add(k, v);
+            }
+            joined.append(&digest);
+        }
+        let none = FileDigest::default();
+        assert_eq!(joined.trailer(&none), all.trailer(&none));
     }
 
     #[test]

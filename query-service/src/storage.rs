@@ -19,6 +19,8 @@ pub type Bytes = sled::IVec;
 pub enum StoreError {
     #[error("data directory {} is locked by another process (is another query-service using it?)", .0.display())]
     Locked(PathBuf),
+    #[error("data directory {} holds a copy that --bootstrap-from did not finish (its file {} says so): start with --bootstrap-from to copy again, or empty the directory", .0.display(), crate::dbfiles::INCOMPLETE_MARKER)]
+    IncompleteCopy(PathBuf),
     #[error("cannot open data directory {}: {source}", .path.display())]
     Open {
         path: PathBuf,

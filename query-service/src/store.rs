@@ -15,7 +15,7 @@
 //! directory without a catalog this build reads is built anew.
 
 use std::collections::hash_map::{Entry, HashMap};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 
@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use shared::codec::{decode_snapshot, encode_snapshot};
 use shared::domain::{RecordedEvent, Timestamp};
 
+use crate::dbfiles::{self, Receiving, INCOMPLETE_MARKER};
 use crate::parking::{self, ParkedEvent, Parking, SkipRecord};
 use crate::projection::{self, ProjectionError};
 use crate::read_models::checkpoint::{self, Checkpoint};
@@ -64,6 +65,8 @@ struct Catalog {
 /// The database and the generation queries are answered from.
 pub struct Store {
     db: sled::Db,
+    /// The data directory (its files are what `StreamSnapshot` copies).
+    dir: PathBuf,
     active: RwLock<Arc<Generation>>,
     rebuilding: AtomicBool,
     registry: Registry,
@@ -126,6 +129,15 @@ fn differences(held: &[ModelRecord], wanted: &[ModelRecord]) -> Vec<String> {
     out
 }
 
+/// sled on `path`.
+fn open_sled(path: &Path, cache_bytes: u64) -> Result<sled::Db, StoreError> {
+    sled::Config::new()
+        .path(path)
+        .cache_capacity(cache_bytes)
+        .open()
+        .map_err(|e| open_error(path, e))
+}
+
 fn open_error(path: &Path, error: sled::Error) -> StoreError {
     let text = error.to_string();
     if text.contains("could not acquire lock") {
@@ -143,12 +155,25 @@ impl Store {
     /// generation that the applier fills from position 0 (a rebuild left
     /// unfinished by a crash is resumed either way); so does finding read
     /// models other than this build's. Returns the generation to apply events to.
+    /// A directory holding a copy `--bootstrap-from` did not finish is refused.
     pub fn open(
         path: &Path,
         cache_bytes: u64,
         rebuild: bool,
     ) -> Result<(Store, Arc<Generation>), StoreError> {
+        if path.join(INCOMPLETE_MARKER).exists() {
+            return Err(StoreError::IncompleteCopy(path.to_owned()));
+        }
         Store::open_with(path, cache_bytes, rebuild, REGISTRY)
+    }
+
+    /// Opens a copy of another replica's database just written by
+    /// `--bootstrap-from`, to check it before its marker is removed.
+    pub fn open_copy(
+        path: &Path,
+        cache_bytes: u64,
+    ) -> Result<(Store, Arc<Generation>), StoreError> {
+        Store::open_with(path, cache_bytes, false, REGISTRY)
     }
 
     /// `open`, keeping the read models of `registry`.
@@ -162,11 +187,7 @@ impl Store {
             path: path.to_owned(),
             source: Box::new(e),
         })?;
-        let db = sled::Config::new()
-            .path(path)
-            .cache_capacity(cache_bytes)
-            .open()
-            .map_err(|e| open_error(path, e))?;
+        let db = open_sled(path, cache_bytes)?;
         let names = db.tree_names();
         let highest = names.iter().filter_map(|n| generation_of(n)).max();
         let wanted = records(registry);
@@ -232,6 +253,7 @@ impl Store {
         let store = Store {
             parking: Parking::open(&db)?,
             db,
+            dir: path.to_owned(),
             active: RwLock::new(active),
             rebuilding: AtomicBool::new(catalog.rebuilding.is_some()),
             registry,
@@ -240,36 +262,47 @@ impl Store {
         Ok((store, target))
     }
 
-    /// Opens the database for `--bootstrap-from`: `None` when it already has a
-    /// catalog (read models of its own, even empty ones); otherwise a fresh
-    /// generation to copy a snapshot into, left over trees of an earlier copy
-    /// that did not finish dropped first.
-    pub fn begin_bootstrap(path: &Path, cache_bytes: u64) -> Result<Option<Incoming>, StoreError> {
-        std::fs::create_dir_all(path).map_err(|e| StoreError::Open {
+    /// Prepares `path` for `--bootstrap-from`: `None` when it already holds
+    /// read models (a catalog) of its own; otherwise the copy to write into
+    /// it (the directory locked; the marker is written with the first file).
+    /// The database files of a copy that did not finish, or of a database
+    /// without a catalog, are removed first.
+    pub fn begin_bootstrap(path: &Path, cache_bytes: u64) -> Result<Option<Receiving>, StoreError> {
+        let io = |e: std::io::Error| StoreError::Open {
             path: path.to_owned(),
             source: Box::new(e),
+        };
+        std::fs::create_dir_all(path).map_err(io)?;
+        let receiving = Receiving::begin(path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::WouldBlock => StoreError::Locked(path.to_owned()),
+            _ => io(e),
         })?;
-        // No periodic background flush (and sync) while copying: `finish`
-        // flushes once, at the end.
-        let db = sled::Config::new()
-            .path(path)
-            .cache_capacity(cache_bytes)
-            .flush_every_ms(None)
-            .open()
-            .map_err(|e| open_error(path, e))?;
-        if db.get(CATALOG_KEY)?.is_some() {
-            return Ok(None);
-        }
-        let names = db.tree_names();
-        let highest = names.iter().filter_map(|n| generation_of(n)).max();
-        for name in names {
-            if generation_of(&name).is_some() {
-                db.drop_tree(&name)?;
+        if path.join(INCOMPLETE_MARKER).exists() {
+            tracing::warn!(
+                data_dir = %path.display(),
+                "an earlier copy into this directory did not finish: removing it and copying again"
+            );
+        } else if !dbfiles::list(path).map_err(io)?.is_empty() {
+            let db = open_sled(path, cache_bytes)?;
+            if db.get(CATALOG_KEY)?.is_some() {
+                return Ok(None);
             }
         }
-        let number = highest.unwrap_or(0) + 1;
-        let tree = db.open_tree(tree_name(number))?;
-        Ok(Some(Incoming { db, tree, number }))
+        // The marker, if any, stays until the copy's first file rewrites it.
+        dbfiles::remove(path).map_err(io)?;
+        Ok(Some(receiving))
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Writes everything buffered to the database file (no sync): its files
+    /// then hold everything applied so far.
+    pub fn write_out(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        Ok(())
     }
 
     /// Waits for the batch being applied, then keeps the applier from writing
@@ -386,48 +419,6 @@ impl Store {
     }
 }
 
-/// A generation being filled from a snapshot (`Store::begin_bootstrap`). No
-/// catalog names it until `finish`: dropped before, it is never served, and the
-/// next start drops its tree.
-pub struct Incoming {
-    db: sled::Db,
-    tree: sled::Tree,
-    number: u64,
-}
-
-impl Incoming {
-    /// Stores `entries` (key, value) as they are. Key by key, not in one
-    /// `apply_batch`: nothing reads the tree before `finish`, so no batch
-    /// needs to be atomic, and a batch keeps every node version its inserts
-    /// replaced alive until it ends (gigabytes over a large copy).
-    pub fn write(&self, entries: Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), StoreError> {
-        for (key, value) in entries {
-            self.tree.insert(key, value)?;
-        }
-        Ok(())
-    }
-
-    /// Makes the copied generation the served one, with `log_id` as the
-    /// command log it follows: the copy is flushed first, then the catalog
-    /// and the log identity are written in one batch and flushed.
-    pub fn finish(self, log_id: &str) -> Result<u64, StoreError> {
-        self.db.flush()?;
-        let catalog = Catalog {
-            active: GenerationRecord {
-                number: self.number,
-                models: records(REGISTRY),
-            },
-            rebuilding: None,
-        };
-        let mut batch = sled::Batch::default();
-        batch.insert(LOG_ID_KEY, log_id.as_bytes());
-        batch.insert(CATALOG_KEY, encode_snapshot(&catalog));
-        self.db.apply_batch(batch)?;
-        self.db.flush()?;
-        Ok(self.number)
-    }
-}
-
 /// What `models` (name, version) lack or hold otherwise than this build's
 /// read models; empty when they are the same.
 pub fn model_differences(models: &[(String, u32)]) -> Vec<String> {
@@ -460,9 +451,40 @@ impl Generation {
     /// Every entry of the read models, in key order (not the storage
     /// layer's pending batch).
     pub fn entries(&self) -> impl Iterator<Item = Result<(Bytes, Bytes), StoreError>> + '_ {
+        self.entries_between(&[], None)
+    }
+
+    /// The entries with keys from `low` up to `high` (excluded; `None`: to
+    /// the end), in key order (not the storage layer's pending batch).
+    pub fn entries_between(
+        &self,
+        low: &[u8],
+        high: Option<&[u8]>,
+    ) -> impl Iterator<Item = Result<(Bytes, Bytes), StoreError>> + '_ {
+        let range = (
+            std::ops::Bound::Included(low.to_vec()),
+            high.map_or(std::ops::Bound::Unbounded, |h| {
+                std::ops::Bound::Excluded(h.to_vec())
+            }),
+        );
         self.reader
-            .scan(b"", None)
+            .tree()
+            .range::<Vec<u8>, _>(range)
+            .map(|e| e.map_err(StoreError::from))
             .filter(|e| !matches!(e, Ok((k, _)) if k == crate::storage::PENDING_KEY))
+    }
+
+    /// Keys that split the entries into ranges of about one key prefix each
+    /// (each read model's prefixes), in order: for scanning them in parallel.
+    pub fn split_keys(&self) -> Vec<Vec<u8>> {
+        let mut prefixes: Vec<u8> = self
+            .holds
+            .iter()
+            .flat_map(|m| m.prefixes.iter().copied())
+            .collect();
+        prefixes.sort_unstable();
+        prefixes.dedup();
+        prefixes.into_iter().map(|p| vec![p]).collect()
     }
 
     fn open(
@@ -846,6 +868,105 @@ mod tests {
 
     fn views(generation: &Generation) -> &Reader {
         generation.read(&order_view::MODEL).unwrap()
+    }
+
+    /// `--bootstrap-from`'s receiving end, without the network: the source's
+    /// files written into a new directory with `Receiving`.
+    fn receive_copy(source: &Store, target: &Path) -> (Receiving, dbfiles::FileDigest) {
+        let mut receiving = Store::begin_bootstrap(target, 8 << 20).unwrap().unwrap();
+        let mut files = dbfiles::FileDigest::default();
+        for (name, _) in dbfiles::list(source.dir()).unwrap() {
+            let data = std::fs::read(source.dir().join(&name)).unwrap();
+            files.add(&name, 0, &data);
+            receiving.write(&name, 0, &data).unwrap();
+        }
+        (receiving, files)
+    }
+
+    #[tokio::test]
+    async fn a_copy_of_the_files_is_served_only_once_opened_and_checked() {
+        use crate::bootstrap::open_and_check;
+        use crate::snapshot::Digest;
+        let source_dir = tempfile::tempdir().unwrap();
+        let (source, _) = Store::open(source_dir.path(), 8 << 20, false).unwrap();
+        source.set_log_id("log-1").await.unwrap();
+        let active = source.active();
+        active
+            .apply(
+                &[created(1, "o1", "c1"), created(2, "o2", "c2")],
+                Some(Timestamp(9)),
+                |_| false,
+            )
+            .unwrap();
+        source.write_out().unwrap();
+        let mut digest = Digest::default();
+        for entry in active.entries() {
+            let (key, value) = entry.unwrap();
+            digest.add(&key, &value);
+        }
+        let header = shared::proto::SnapshotHeader {
+            format_version: crate::snapshot::FORMAT_VERSION,
+            log_id: "log-1".into(),
+            position: 2,
+            models: Vec::new(),
+        };
+        let target = tempfile::tempdir().unwrap();
+        let target = target.path().join("b");
+
+        // Entries other than the trailer's: refused, and the directory is not served.
+        let (receiving, files) = receive_copy(&source, &target);
+        let mut other = digest.clone();
+        other.add(b"v-missing", b"row");
+        let error = open_and_check(receiving, &target, 8 << 20, &header, &other.trailer(&files))
+            .err()
+            .unwrap();
+        assert!(error.contains("do not match the trailer"), "{error}");
+        let refused = Store::open(&target, 8 << 20, false).err().unwrap();
+        assert!(
+            matches!(refused, StoreError::IncompleteCopy(_)),
+            "{refused}"
+        );
+        // Another position than the header's: refused too.
+        let (receiving, files) = receive_copy(&source, &target);
+        let ahead = shared::proto::SnapshotHeader {
+            position: 3,
+            ..header.clone()
+        };
+        let error = open_and_check(receiving, &target, 8 << 20, &ahead, &digest.trailer(&files))
+            .err()
+            .unwrap();
+        assert!(error.contains("not 3"), "{error}");
+
+        // The copy as sent: opened, checked, the marker removed.
+        let (receiving, files) = receive_copy(&source, &target);
+        let checked = open_and_check(
+            receiving,
+            &target,
+            8 << 20,
+            &header,
+            &digest.trailer(&files),
+        )
+        .unwrap();
+        assert_eq!((checked.position, checked.entries), (2, digest.entries()));
+        assert!(!target.join(INCOMPLETE_MARKER).exists());
+        let (copy, target_generation) = checked.opened;
+        assert_eq!(entries(&copy.active()), entries(&active));
+        assert_eq!(copy.log_id().unwrap().as_deref(), Some("log-1"));
+        // A directory holding read models is not copied into again.
+        drop((copy, target_generation));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            match Store::begin_bootstrap(&target, 8 << 20) {
+                Ok(receiving) => {
+                    assert!(receiving.is_none());
+                    break;
+                }
+                Err(StoreError::Locked(_)) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
     }
 
     #[test]

@@ -1,10 +1,11 @@
 //! A new replica in seconds (`query-service --bootstrap-from`): it copies a
-//! running replica's read models at one checkpoint (`StreamSnapshot`), then
-//! follows the command log from there. Through the real binaries: the copy
-//! answers like its source at the same position and then follows new
-//! commands; a source killed mid-copy leaves nothing served and a later
-//! start copies again; a source of another command log, or a wrong token, is
-//! refused with a clear line and a non-zero exit.
+//! running replica's database files at one checkpoint (`StreamSnapshot`),
+//! then follows the command log from there. Through the real binaries: the
+//! copy answers like its source at the same position and then follows new
+//! commands; a source killed mid-copy leaves nothing served (a start without
+//! the flag refuses the partial copy) and a later start copies again; a
+//! source of another command log, or a wrong token, is refused with a clear
+//! line and a non-zero exit.
 
 use std::path::Path;
 use std::time::Duration;
@@ -171,21 +172,45 @@ async fn the_stream_is_a_header_chunks_and_a_trailer_at_one_checkpoint() {
         panic!("no header first: {kinds:?}");
     };
     assert_eq!(header.position, model.max_position);
+    assert_eq!(header.format_version, 2, "the database files");
     assert!(!header.log_id.is_empty());
     assert!(header.models.iter().any(|m| m.name == "analytics"));
     let Some(Kind::Trailer(trailer)) = kinds.last() else {
         panic!("no trailer last");
     };
-    let entries: usize = kinds
-        .iter()
-        .map(|k| match k {
-            Kind::Chunk(c) => c.entries.len(),
-            _ => 0,
-        })
-        .sum();
-    assert_eq!(trailer.entry_count, entries as u64);
-    // At least one entry per order view.
-    assert!(entries > 20, "{entries}");
+    // Chunks of file parts: each file's parts consecutive from offset 0, the
+    // files one after the other, and as many bytes as the trailer says.
+    let mut files: Vec<(String, u64)> = Vec::new();
+    for kind in &kinds[1..kinds.len() - 1] {
+        let Kind::Chunk(chunk) = kind else {
+            panic!("a header or trailer in the middle: {kind:?}");
+        };
+        assert!(chunk.entries.is_empty());
+        for part in &chunk.files {
+            match files.last_mut() {
+                Some((name, end)) if *name == part.path => {
+                    assert_eq!(part.offset, *end, "{} continues where it was", part.path);
+                    *end += part.data.len() as u64;
+                }
+                _ => {
+                    assert!(
+                        files.iter().all(|(name, _)| *name != part.path),
+                        "{} sent twice",
+                        part.path
+                    );
+                    assert_eq!(part.offset, 0, "{} starts at 0", part.path);
+                    files.push((part.path.clone(), part.data.len() as u64));
+                }
+            }
+        }
+    }
+    let names: Vec<&str> = files.iter().map(|(name, _)| name.as_str()).collect();
+    assert_eq!(&names[..2], ["conf", "db"], "{names:?}");
+    let bytes: u64 = files.iter().map(|(_, len)| len).sum();
+    assert_eq!(trailer.file_bytes, bytes);
+    assert_ne!(trailer.file_checksum, 0);
+    // The entries the files hold: at least one per order view.
+    assert!(trailer.entry_count > 20, "{trailer:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -262,7 +287,7 @@ async fn a_source_killed_mid_copy_leaves_nothing_served_and_a_later_start_copies
         .and_then(|n| n.parse::<u64>().ok())
         .unwrap_or_else(|| panic!("says how far the copy got: {log}"));
     assert!(received > 0, "some entries had arrived: {log}");
-    assert!(log.contains("nothing of the copy is kept"), "{log}");
+    assert!(log.contains("nothing of the copy is served"), "{log}");
     assert!(
         !log.contains("bootstrapped; following"),
         "a half copy was recorded: {log}"
@@ -272,6 +297,13 @@ async fn a_source_killed_mid_copy_leaves_nothing_served_and_a_later_start_copies
         "a half copy was served: {log}"
     );
 
+    // Without the flag, the partial copy is refused, not served.
+    let log = refused_start(&query_args(&b_dir, "127.0.0.1:0", &command.endpoint()), &[]);
+    assert!(
+        log.contains("holds a copy that --bootstrap-from did not finish"),
+        "{log}"
+    );
+
     // The source comes back; a later start copies everything, anew.
     source.restart();
     applied(&query_client(&source).await, head, "the source is back").await;
@@ -279,8 +311,14 @@ async fn a_source_killed_mid_copy_leaves_nothing_served_and_a_later_start_copies
     let copy = Service::spawn("query-service", &args, &[]);
     let line = bootstrapped_line(&copy).expect("the second start copies");
     assert!(line.contains(&format!("position={head}")), "{line}");
-    // The partial tree of the first attempt was dropped, not built upon.
-    assert!(line.contains("generation=2"), "{line}");
+    // The partial copy of the first attempt was removed, not built upon.
+    assert!(
+        copy.logs()
+            .iter()
+            .any(|l| l.contains("an earlier copy into this directory did not finish")),
+        "{}",
+        copy.logs().join("\n")
+    );
     let copy_query = query_client(&copy).await;
     let source_query = query_client(&source).await;
     for id in ["big-0-000", "big-7-049", "big-3-025"] {
