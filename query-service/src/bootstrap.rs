@@ -230,6 +230,7 @@ async fn copy(settings: &Settings, peer: &Peer, receiving: Receiving) -> Result<
             trailer.file_checksum
         )));
     }
+    let file_bytes = trailer.file_bytes;
     let dir = settings.data_dir.clone();
     let cache_bytes = settings.cache_bytes;
     let opened = tokio::task::spawn_blocking(move || {
@@ -241,7 +242,7 @@ async fn copy(settings: &Settings, peer: &Peer, receiving: Receiving) -> Result<
     Ok(Copied {
         position: opened.position,
         entries: opened.entries,
-        file_bytes: opened.file_bytes,
+        file_bytes,
         received_ms,
         opened: opened.opened,
     })
@@ -250,7 +251,6 @@ async fn copy(settings: &Settings, peer: &Peer, receiving: Receiving) -> Result<
 pub(crate) struct Checked {
     pub position: u64,
     pub entries: u64,
-    pub file_bytes: u64,
     pub opened: Opened,
 }
 
@@ -285,28 +285,30 @@ pub(crate) fn open_and_check(
         .checkpoint()
         .map_err(|e| format!("reading the copy: {e}"))?
         .position;
-    if position != header.position || target.number() != active.number() {
+    if position != header.position {
         return Err(format!(
             "the copy is at position {position}, not {} as its header says",
             header.position
         ));
     }
+    if target.number() != active.number() {
+        return Err(
+            "the copy opens to a rebuild of its read models, not the served ones".to_owned(),
+        );
+    }
     // Nothing else runs yet: every core scans.
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let digest = Digest::of(&active, threads, &AtomicBool::new(false))
         .map_err(|e| format!("reading the copy: {e}"))?;
-    let counted = (digest.entries(), digest.trailer(&Default::default()));
-    if (
-        counted.1.entry_count,
-        counted.1.byte_count,
-        counted.1.checksum,
-    ) != (trailer.entry_count, trailer.byte_count, trailer.checksum)
+    let counted = digest.trailer(&Default::default());
+    if (counted.entry_count, counted.byte_count, counted.checksum)
+        != (trailer.entry_count, trailer.byte_count, trailer.checksum)
     {
         return Err(format!(
             "the copy's read models do not match the trailer (counted {} entries, {} bytes, CRC {:08x}; trailer {} entries, {} bytes, CRC {:08x})",
-            counted.0,
-            counted.1.byte_count,
-            counted.1.checksum,
+            counted.entry_count,
+            counted.byte_count,
+            counted.checksum,
             trailer.entry_count,
             trailer.byte_count,
             trailer.checksum
@@ -325,7 +327,6 @@ pub(crate) fn open_and_check(
     Ok(Checked {
         position,
         entries: digest.entries(),
-        file_bytes: trailer.file_bytes,
         opened: (store, target),
     })
 }

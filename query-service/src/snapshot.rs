@@ -42,7 +42,7 @@
 use std::fs::File;
 use std::io::Read;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use shared::proto as pb;
@@ -108,6 +108,24 @@ impl Digest {
         self.crc.combine(&next.crc);
     }
 
+    /// The digest of `generation`'s entries from `low` up to `high`.
+    fn of_range(
+        generation: &Generation,
+        low: &[u8],
+        high: Option<&[u8]>,
+        stop: &AtomicBool,
+    ) -> Result<Digest, String> {
+        let mut digest = Digest::default();
+        for entry in generation.entries_between(low, high) {
+            let (key, value) = entry.map_err(|e| format!("reading the read models: {e}"))?;
+            digest.add(&key, &value);
+            if digest.entries % 4096 == 0 && stop.load(Ordering::Relaxed) {
+                return Err("the copy was given up".to_owned());
+            }
+        }
+        Ok(digest)
+    }
+
     /// The digest of `generation`'s entries, its key ranges (`split_keys`)
     /// scanned by `threads` threads at once; gives up with an error soon
     /// after `stop` is set.
@@ -122,42 +140,35 @@ impl Digest {
             .zip(splits.iter().map(|s| Some(s.as_slice())).chain([None]))
             .collect();
         let next = std::sync::atomic::AtomicUsize::new(0);
-        let digests: Vec<std::sync::Mutex<Option<Result<Digest, String>>>> =
-            ranges.iter().map(|_| std::sync::Mutex::new(None)).collect();
-        std::thread::scope(|scope| {
-            for _ in 0..threads.max(1) {
-                scope.spawn(|| loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(&(low, high)) = ranges.get(i) else {
-                        return;
-                    };
-                    let mut digest = Digest::default();
-                    let mut result = Ok(());
-                    for entry in generation.entries_between(low, high) {
-                        match entry {
-                            Ok((key, value)) => digest.add(&key, &value),
-                            Err(e) => {
-                                result = Err(format!("reading the read models: {e}"));
-                                break;
-                            }
+        // Each thread takes the next range not yet taken and hands back the
+        // digests it made, with their ranges' indexes.
+        let mut scanned: Vec<(usize, Result<Digest, String>)> = std::thread::scope(|scope| {
+            let threads: Vec<_> = (0..threads.max(1))
+                .map(|_| {
+                    scope.spawn(|| {
+                        let mut scanned = Vec::new();
+                        loop {
+                            let i = next.fetch_add(1, Ordering::Relaxed);
+                            let Some(&(low, high)) = ranges.get(i) else {
+                                return scanned;
+                            };
+                            scanned.push((i, Digest::of_range(generation, low, high, stop)));
                         }
-                        if digest.entries % 4096 == 0 && stop.load(Ordering::Relaxed) {
-                            result = Err("the copy was given up".to_owned());
-                            break;
-                        }
-                    }
-                    *digests[i].lock().unwrap_or_else(PoisonError::into_inner) =
-                        Some(result.map(|()| digest));
-                });
-            }
+                    })
+                })
+                .collect();
+            threads
+                .into_iter()
+                .flat_map(|t| t.join().unwrap_or_default())
+                .collect()
         });
+        if scanned.len() != ranges.len() {
+            return Err("a range was not scanned".to_owned());
+        }
+        scanned.sort_by_key(|(i, _)| *i);
         let mut all = Digest::default();
-        for digest in digests {
-            let digest = digest
-                .into_inner()
-                .unwrap_or_else(PoisonError::into_inner)
-                .unwrap_or_else(|| Err("a range was not scanned".to_owned()))?;
-            all.append(&digest);
+        for (_, digest) in scanned {
+            all.append(&digest?);
         }
         Ok(all)
     }

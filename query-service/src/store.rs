@@ -448,12 +448,6 @@ impl Generation {
         )
     }
 
-    /// Every entry of the read models, in key order (not the storage
-    /// layer's pending batch).
-    pub fn entries(&self) -> impl Iterator<Item = Result<(Bytes, Bytes), StoreError>> + '_ {
-        self.entries_between(&[], None)
-    }
-
     /// The entries with keys from `low` up to `high` (excluded; `None`: to
     /// the end), in key order (not the storage layer's pending batch).
     pub fn entries_between(
@@ -899,11 +893,7 @@ mod tests {
             )
             .unwrap();
         source.write_out().unwrap();
-        let mut digest = Digest::default();
-        for entry in active.entries() {
-            let (key, value) = entry.unwrap();
-            digest.add(&key, &value);
-        }
+        let digest = Digest::of(&active, 1, &std::sync::atomic::AtomicBool::new(false)).unwrap();
         let header = shared::proto::SnapshotHeader {
             format_version: crate::snapshot::FORMAT_VERSION,
             log_id: "log-1".into(),
