@@ -142,8 +142,11 @@ async fn every_acknowledgement_waits_for_a_completed_sync_of_the_file_its_group_
         .stderr(Stdio::null())
         .spawn()
         .expect("start strace");
-    // strace attaches to the threads one after another: the writer thread is
-    // traced once a probe command's log write shows in the trace.
+    // strace attaches to the threads one after another (all of them when it
+    // starts): they are traced once a probe command's log write shows in the
+    // trace. A command that comes alone is committed on the request's thread,
+    // one that queues on the writer thread; this test checks the ack of
+    // either against the trace of all threads.
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut probe = 0;
     loop {
@@ -158,7 +161,7 @@ async fn every_acknowledgement_waits_for_a_completed_sync_of_the_file_its_group_
             .await
             .unwrap();
         let trace = std::fs::read_to_string(&trace_file).unwrap_or_default();
-        // Only the writer thread writes the log's segments (`*.wal`).
+        // Only a commit writes the log's segments (`*.wal`).
         let writer_traced = trace
             .lines()
             .any(|line| line.contains("write") && line.contains(".wal>"));

@@ -16,6 +16,17 @@ fn with_metrics(mut args: Vec<String>) -> Vec<String> {
     args
 }
 
+/// A command-service on `dir` serving metrics, and its metrics address.
+async fn command_service_with_metrics(dir: &TempDir) -> (Service, std::net::SocketAddr) {
+    let command = Service::spawn(
+        "command-service",
+        &with_metrics(command_args(dir.path(), "127.0.0.1:0")),
+        &[],
+    );
+    let addr = metrics_addr(&command).await;
+    (command, addr)
+}
+
 /// Scrapes until `series` has reached `at_least`, for gauges updated in the background.
 async fn until_at_least(addr: std::net::SocketAddr, series: &str, at_least: f64) -> String {
     eventually(series, Duration::from_secs(20), || async move {
@@ -28,12 +39,7 @@ async fn until_at_least(addr: std::net::SocketAddr, series: &str, at_least: f64)
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn command_service_metrics_move_with_traffic() {
     let dir = TempDir::new().unwrap();
-    let command = Service::spawn(
-        "command-service",
-        &with_metrics(command_args(dir.path(), "127.0.0.1:0")),
-        &[],
-    );
-    let addr = metrics_addr(&command).await;
+    let (command, addr) = command_service_with_metrics(&dir).await;
     assert_ne!(addr, command.addr, "metrics have their own port");
     let (status, _) = http_get(addr, "/elsewhere").await;
     assert!(status.contains("404"), "{status}");
@@ -113,6 +119,66 @@ async fn command_service_metrics_move_with_traffic() {
         || async move { (sample(&scrape(addr).await, "orders_subscribers")? == 0.0).then_some(()) },
     )
     .await;
+}
+
+/// The two commit paths, told apart by `orders_commit_inline_total`: a
+/// command that comes alone (spaced well apart from the others) is committed
+/// on its request's thread; a burst goes through the writer thread's queue
+/// and forms groups, every command still answered once, positions gap-free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn spaced_commands_commit_inline_and_a_burst_forms_groups() {
+    const SPACED: usize = 5;
+    const BURST: usize = 64;
+    let dir = TempDir::new().unwrap();
+    let (command, addr) = command_service_with_metrics(&dir).await;
+    let mut client = CommandClient::new(command.channel().await);
+    for i in 0..SPACED {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        client
+            .create_order(create_request(&format!("spaced-{i}")))
+            .await
+            .expect("create");
+    }
+    let text = scrape(addr).await;
+    assert_eq!(
+        sample(&text, "orders_commit_inline_total"),
+        Some(SPACED as f64),
+        "each spaced command committed on its own thread"
+    );
+    assert_eq!(
+        sample(&text, "orders_commit_batch_size_count"),
+        Some(SPACED as f64)
+    );
+
+    let burst = (0..BURST).map(|i| {
+        let mut client = client.clone();
+        async move {
+            client
+                .create_order(create_request(&format!("burst-{i}")))
+                .await
+                .expect("create")
+                .into_inner()
+        }
+    });
+    let mut positions: Vec<u64> = futures::future::join_all(burst)
+        .await
+        .iter()
+        .map(|ack| ack.position)
+        .collect();
+    positions.sort_unstable();
+    let expected: Vec<u64> = (SPACED as u64 + 1..=(SPACED + BURST) as u64).collect();
+    assert_eq!(positions, expected, "one position each, no gaps");
+    let text = scrape(addr).await;
+    let inline = sample(&text, "orders_commit_inline_total").unwrap() - SPACED as f64;
+    let groups = sample(&text, "orders_commit_batch_size_count").unwrap() - SPACED as f64;
+    assert!(
+        inline < BURST as f64 / 2.0,
+        "a burst goes through the queue, not one inline sync per command: {inline} inline"
+    );
+    assert!(
+        groups < BURST as f64,
+        "the burst's commands share syncs: {groups} groups for {BURST} commands"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
