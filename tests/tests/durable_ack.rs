@@ -3,11 +3,13 @@
 //! was written to has completed.
 //!
 //! command-service runs under `strace -f -ttt -T -y` (attached to every
-//! thread). For each of a series of sequential commands, between the client
-//! sending the request and receiving the acknowledgement, the trace must show
-//! a write to a file in the data directory, then an fdatasync/fsync of that
-//! same file, started after the write and completed before the
-//! acknowledgement arrived. Skipped (with a message) when `strace` is not
+//! thread). For each of a series of sequential commands (committed on the
+//! request's thread), then of bursts of concurrent ones (mostly committed by
+//! the writer thread, a group per sync), between the client sending the
+//! request and receiving the acknowledgement, the trace must show a write to
+//! a file in the data directory, then an fdatasync/fsync of that same file,
+//! started after the write and completed before the acknowledgement
+//! arrived. Skipped (with a message) when `strace` is not
 //! installed; `.ci/run` installs it.
 
 use std::collections::HashMap;
@@ -18,6 +20,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use e2e::{command_client, item, pb, start_command_service};
 
 const COMMANDS: usize = 20;
+/// Then this many bursts of `BURST` concurrent commands.
+const BURSTS: usize = 5;
+const BURST: usize = 8;
 
 /// One traced system call on a file: when it started and ended (seconds
 /// since the epoch), its name, the file it worked on, and its result.
@@ -186,6 +191,29 @@ async fn every_acknowledgement_waits_for_a_completed_sync_of_the_file_its_group_
             .await
             .unwrap();
         windows.push((sent, now()));
+    }
+    // Concurrent commands: most of each burst queues for the writer thread
+    // and shares its group's sync (the sequential ones above came alone and
+    // were committed on the request's thread).
+    for round in 0..BURSTS {
+        let burst = (0..BURST).map(|j| {
+            let mut client = client.clone();
+            async move {
+                let sent = now();
+                client
+                    .create_order(pb::CreateOrderRequest {
+                        order_id: format!("b-{round}-{j}"),
+                        customer_id: "c".into(),
+                        items: vec![item("apple", 1, 10)],
+                        command_id: format!("kb-{round}-{j}"),
+                        ..Default::default()
+                    })
+                    .await
+                    .unwrap();
+                (sent, now())
+            }
+        });
+        windows.extend(futures::future::join_all(burst).await);
     }
     // SIGINT: strace detaches and writes out the rest of its trace.
     let _ = Command::new("kill")
