@@ -16,11 +16,12 @@
 //! command in the service (none in flight, none queued, the writer not
 //! committing) is committed on the request's own thread, as a group of one,
 //! through the same `Core` under the same lock (`WriterHandle::idle_core`,
-//! `Pace`). That saves the two thread hand-offs (request task -> writer -> request task) that cost
-//! more CPU than the commit itself at a few hundred commands per second. The
-//! durability argument does not change: one committer at a time (the lock),
-//! the same `Store::commit` (append, fdatasync, apply), the head published
-//! and the reply returned only after it.
+//! `Pace`). That saves the two thread hand-offs (request task -> writer ->
+//! request task) that cost more CPU than the commit itself at a few hundred
+//! commands per second. The durability argument does not change: one
+//! committer at a time (the lock), the same `Store::commit` (append,
+//! fdatasync, apply), the head published and the reply returned only after
+//! it.
 //!
 //! The **checkpointer** thread makes sled durable about once a second
 //! (`Store::checkpoint`) so that old log segments can go.
@@ -116,9 +117,7 @@ impl Pace {
     }
 
     fn now(&self) -> u64 {
-        #[allow(clippy::cast_possible_truncation)] // 584 years of uptime
-        let nanos = self.epoch.elapsed().as_nanos() as u64;
-        nanos
+        nanos(self.epoch.elapsed())
     }
 
     /// Counts a command in flight until the returned guard drops; also says
@@ -253,6 +252,11 @@ impl Failure {
 
     fn refusal(&self) -> CommandError {
         CommandError::Storage(StoreError::Failed(self.get().unwrap_or_default()))
+    }
+
+    /// The answers to a group of `commands` refused for the failure.
+    fn refusals(&self, commands: usize) -> Vec<Result<CommandResult, CommandError>> {
+        (0..commands).map(|_| Err(self.refusal())).collect()
     }
 }
 
@@ -390,10 +394,7 @@ impl Core {
         #[allow(clippy::cast_precision_loss)] // at most --max-batch
         metrics::histogram!("orders_commit_batch_size").record(commands.len() as f64);
         let outcomes = if self.failure.get().is_some() {
-            commands
-                .iter()
-                .map(|_| Err(self.failure.refusal()))
-                .collect()
+            self.failure.refusals(commands.len())
         } else if shared::telemetry::otlp_enabled() {
             let span = tracing::info_span!("group_commit", commands = commands.len());
             let traces = commands.iter().filter_map(|(_, trace)| trace.as_ref());
@@ -437,10 +438,7 @@ impl Core {
             let started = Instant::now();
             if let Err(e) = self.store.commit(&record) {
                 self.failure.set("group commit", &e);
-                return outcomes
-                    .iter()
-                    .map(|_| Err(self.failure.refusal()))
-                    .collect();
+                return self.failure.refusals(outcomes.len());
             }
             metrics::histogram!("orders_commit_seconds").record(started.elapsed().as_secs_f64());
             self.next_position = decided.last_position + 1;

@@ -9,15 +9,16 @@
 //! request and receiving the acknowledgement, the trace must show a write to
 //! a file in the data directory, then an fdatasync/fsync of that same file,
 //! started after the write and completed before the acknowledgement
-//! arrived. Skipped (with a message) when `strace` is not
-//! installed; `.ci/run` installs it.
+//! arrived. Skipped (with a message) when `strace` is not installed;
+//! `.ci/run` installs it.
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use e2e::{command_client, item, pb, start_command_service};
+use e2e::commands::create_request;
+use e2e::{command_client, pb, start_command_service};
 
 const COMMANDS: usize = 20;
 /// Then this many bursts of `BURST` concurrent commands.
@@ -33,6 +34,14 @@ struct Call {
     name: String,
     path: String,
     ok: bool,
+}
+
+/// A create of `order_id` with idempotency key `command_id`.
+fn keyed(order_id: &str, command_id: &str) -> pb::CreateOrderRequest {
+    pb::CreateOrderRequest {
+        command_id: command_id.to_owned(),
+        ..create_request(order_id)
+    }
 }
 
 fn now() -> f64 {
@@ -123,12 +132,7 @@ async fn every_acknowledgement_waits_for_a_completed_sync_of_the_file_its_group_
     let mut client = command_client(&service).await;
     // One command before tracing, so start-up work is out of the picture.
     client
-        .create_order(pb::CreateOrderRequest {
-            order_id: "warm-up".into(),
-            customer_id: "c".into(),
-            items: vec![item("apple", 1, 10)],
-            ..Default::default()
-        })
+        .create_order(create_request("warm-up"))
         .await
         .unwrap();
 
@@ -157,20 +161,15 @@ async fn every_acknowledgement_waits_for_a_completed_sync_of_the_file_its_group_
     loop {
         probe += 1;
         client
-            .create_order(pb::CreateOrderRequest {
-                order_id: format!("probe-{probe}"),
-                customer_id: "c".into(),
-                items: vec![item("apple", 1, 10)],
-                ..Default::default()
-            })
+            .create_order(create_request(&format!("probe-{probe}")))
             .await
             .unwrap();
         let trace = std::fs::read_to_string(&trace_file).unwrap_or_default();
         // Only a commit writes the log's segments (`*.wal`).
-        let writer_traced = trace
+        let commit_traced = trace
             .lines()
             .any(|line| line.contains("write") && line.contains(".wal>"));
-        if writer_traced {
+        if commit_traced {
             break;
         }
         assert!(Instant::now() < deadline, "strace never attached");
@@ -181,13 +180,7 @@ async fn every_acknowledgement_waits_for_a_completed_sync_of_the_file_its_group_
     for i in 0..COMMANDS {
         let sent = now();
         client
-            .create_order(pb::CreateOrderRequest {
-                order_id: format!("o-{i}"),
-                customer_id: "c".into(),
-                items: vec![item("apple", 1, 10)],
-                command_id: format!("k-{i}"),
-                ..Default::default()
-            })
+            .create_order(keyed(&format!("o-{i}"), &format!("k-{i}")))
             .await
             .unwrap();
         windows.push((sent, now()));
@@ -201,13 +194,7 @@ async fn every_acknowledgement_waits_for_a_completed_sync_of_the_file_its_group_
             async move {
                 let sent = now();
                 client
-                    .create_order(pb::CreateOrderRequest {
-                        order_id: format!("b-{round}-{j}"),
-                        customer_id: "c".into(),
-                        items: vec![item("apple", 1, 10)],
-                        command_id: format!("kb-{round}-{j}"),
-                        ..Default::default()
-                    })
+                    .create_order(keyed(&format!("b-{round}-{j}"), &format!("kb-{round}-{j}")))
                     .await
                     .unwrap();
                 (sent, now())
