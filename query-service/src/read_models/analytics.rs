@@ -1,23 +1,29 @@
-//! The analytics read model: running totals, products in hash buckets and in quantity bands, one row per day, so a batch and a query touch only what they need.
+//! The analytics read model: running totals, products in hash buckets, a ranking with one small entry per product, one row per day, so a batch and a query touch only what they need.
 //!
 //! | entry | key | value |
 //! |---|---|---|
 //! | totals | `a`, `t` | `Totals` (counts by status, placed revenue) |
 //! | products | `a`, `p`, bucket (hash of the sku mod 64) | sku -> `ProductTotals` |
-//! | top products | `a`, `q`, `!band` (of the quantity) | sku -> `ProductTotals` |
+//! | ranking | `a`, `q`, `!quantity` (u64 BE, so highest first), sku | revenue (`i128`) |
 //! | day | `a`, `d`, `YYYY-MM-DD` | `DayTotals` |
 //!
 //! What an order contributes is a function of its row alone (its status,
 //! total, lines and placement day), so a batch adds, per order it touched, the
 //! contribution of the row after it and takes back that of the row before.
 //! Only the rows of the products and days a batch changes are read and
-//! written. Products are grouped in rows rather than stored one per entry:
+//! written.
+//!
+//! Products are grouped in bucket rows rather than stored one per entry:
 //! every sled write copies the leaf it lands in, and a batch placing orders
-//! touches hundreds of skus whose entries share a few leaves, which made one
-//! entry per sku (and per index position) cost twice the whole apply. The
-//! bands order products by quantity (a higher band only holds higher
-//! quantities), so `top_n` decodes the highest bands until it has N products,
-//! never every sku.
+//! (catching up) touches hundreds of skus whose entries share a few leaves.
+//! The ranking is the other way round: one entry per product, its key the
+//! quantity then the sku, so `top_n` reads the first N entries and nothing
+//! else. It used to be rows of products by quantity band, but real
+//! quantities bunch together: a few bands held nearly every sku, and placing
+//! one order decoded, re-encoded and rewrote rows of hundreds of products
+//! (at one event per batch, half of query-service's CPU per event). An entry
+//! is written only when its product's quantity or revenue changes, twice
+//! per product a batch touches (the old key removed, the new one put).
 
 use std::collections::BTreeMap;
 
@@ -26,20 +32,20 @@ use shared::domain::OrderStatus;
 
 use super::order_view::OrderRow;
 use super::{Batch, Descriptor};
-use crate::storage::{decode, key, Reader, StoreError, Writes};
+use crate::storage::{decode, descending, from_descending, key, Reader, StoreError, Writes};
 
 /// Product rows are this many buckets: a batch writes at most this many
 /// product rows however many skus it touches.
 const BUCKETS: u32 = 64;
 const TOTALS: &[u8] = b"at";
 const PRODUCT: &[u8] = b"ap";
-const TOP: &[u8] = b"aq";
+const RANKING: &[u8] = b"aq";
 const DAY: &[u8] = b"ad";
 
 pub static MODEL: Descriptor = Descriptor {
     name: "analytics",
     prefixes: b"a",
-    version: 2,
+    version: 3,
     update,
 };
 
@@ -63,7 +69,7 @@ pub struct ProductTotals {
     pub revenue_cents: i128,
 }
 
-/// Products of one bucket or one band, by sku.
+/// Products of one bucket, by sku.
 type Products = BTreeMap<String, ProductTotals>;
 
 /// Orders placed on one UTC date and not cancelled since; stored only while
@@ -113,21 +119,10 @@ fn bucket_key(sku: &str) -> Vec<u8> {
     key(&[PRODUCT, &[bucket]])
 }
 
-/// Four bands per power of two (the two bits after the leading one), so
-/// a higher band only holds higher quantities; `quantity` is at least 1.
-fn band(quantity: u64) -> u8 {
-    let exponent = 63 - quantity.leading_zeros();
-    let fraction = if exponent >= 2 {
-        (quantity >> (exponent - 2)) & 3
-    } else {
-        (quantity << (2 - exponent)) & 3
-    };
-    u8::try_from(exponent * 4).expect("63 * 4 fits a byte") + fraction as u8
-}
-
-/// The band row of `quantity`; the highest band sorts first.
-fn band_key(quantity: u64) -> Vec<u8> {
-    key(&[TOP, &[u8::MAX - band(quantity)]])
+/// The ranking entry of a product with `quantity`: highest quantity first,
+/// then by sku.
+fn rank_key(quantity: u64, sku: &str) -> Vec<u8> {
+    key(&[RANKING, &descending(quantity), sku.as_bytes()])
 }
 
 /// The row under `key`, read once per batch into `rows`.
@@ -194,7 +189,6 @@ impl<'a> Delta<'a> {
             writes.put(TOTALS.to_vec(), &totals);
         }
         let mut buckets = BTreeMap::new();
-        let mut bands = BTreeMap::new();
         for (sku, (quantity, revenue_cents)) in self.products {
             if (quantity, revenue_cents) == (0, 0) {
                 continue;
@@ -210,14 +204,14 @@ impl<'a> Delta<'a> {
             } else {
                 bucket.insert(sku.to_owned(), new);
             }
-            if old.quantity > 0 {
-                loaded(&mut bands, reader, band_key(old.quantity))?.remove(sku);
+            if old.quantity > 0 && old.quantity != new.quantity {
+                writes.remove(rank_key(old.quantity, sku));
             }
             if new.quantity > 0 {
-                loaded(&mut bands, reader, band_key(new.quantity))?.insert(sku.to_owned(), new);
+                writes.put(rank_key(new.quantity, sku), &new.revenue_cents);
             }
         }
-        for (key, row) in buckets.into_iter().chain(bands) {
+        for (key, row) in buckets {
             if row.is_empty() {
                 writes.remove(key);
             } else {
@@ -260,7 +254,7 @@ fn totals(reader: &Reader) -> Result<Totals, StoreError> {
 }
 
 /// The answer, with the `top_n` best-selling products: reads the totals, the
-/// first `top_n` entries of the top index and the days.
+/// first `top_n` entries of the ranking and the days.
 pub fn report(reader: &Reader, top_n: usize) -> Result<AnalyticsReport, StoreError> {
     let totals = totals(reader)?;
     let paying = totals.placed + totals.shipped;
@@ -269,22 +263,17 @@ pub fn report(reader: &Reader, top_n: usize) -> Result<AnalyticsReport, StoreErr
     } else {
         totals.placed_revenue_cents.div_euclid(i128::from(paying))
     };
-    let mut top_products = Vec::with_capacity(top_n.min(64));
-    for entry in reader.scan(TOP, None) {
-        if top_products.len() >= top_n {
-            break;
-        }
-        let band: Products = decode(&entry?.1)?;
-        let mut band: Vec<_> = band.into_iter().collect();
-        // By sku already (a BTreeMap); a stable sort keeps that for equal quantities.
-        band.sort_by_key(|(_, product)| std::cmp::Reverse(product.quantity));
-        let wanted = top_n - top_products.len();
-        top_products.extend(
-            band.into_iter()
-                .take(wanted)
-                .map(|(sku, p)| (sku, p.quantity, clamp(p.revenue_cents))),
-        );
-    }
+    let top_products = reader
+        .scan(RANKING, None)
+        .take(top_n)
+        .map(|entry| {
+            let (key, value) = entry?;
+            let (quantity, sku) = key[RANKING.len()..].split_at(8);
+            let revenue: i128 = decode(&value)?;
+            let sku = String::from_utf8_lossy(sku).into_owned();
+            Ok((sku, from_descending(quantity)?, clamp(revenue)))
+        })
+        .collect::<Result<_, StoreError>>()?;
     let daily = reader
         .scan(DAY, None)
         .map(|entry| {
@@ -333,26 +322,31 @@ mod tests {
         }
     }
 
-    /// The skus in every row under `prefix` (products or bands), sorted.
-    fn stored(reader: &Reader, prefix: &[u8]) -> Vec<String> {
+    /// The skus in every product row, sorted.
+    fn stored(reader: &Reader) -> Vec<String> {
         let mut skus: Vec<String> = reader
-            .scan(prefix, None)
+            .scan(PRODUCT, None)
             .flat_map(|e| decode::<Products>(&e.unwrap().1).unwrap().into_keys())
             .collect();
         skus.sort();
         skus
     }
 
-    #[test]
-    fn bands_grow_with_the_quantity() {
-        let bands: Vec<u8> = (1..=4096).map(band).collect();
-        assert!(bands.windows(2).all(|w| w[0] <= w[1]));
-        assert_eq!((band(1), band(2), band(3), band(4)), (0, 4, 6, 8));
-        assert_eq!(band(u64::MAX), 255);
+    /// The ranking's entries as (quantity, sku), in key order.
+    fn ranked(reader: &Reader) -> Vec<(u64, String)> {
+        reader
+            .scan(RANKING, None)
+            .map(|e| {
+                let key = e.unwrap().0;
+                let (quantity, sku) = key[RANKING.len()..].split_at(8);
+                let sku = String::from_utf8(sku.to_vec()).unwrap();
+                (from_descending(quantity).unwrap(), sku)
+            })
+            .collect()
     }
 
     #[test]
-    fn top_n_crosses_bands_and_stops_when_it_has_enough() {
+    fn the_ranking_orders_by_quantity_then_sku_and_top_n_takes_its_head() {
         let (_dir, reader) = temporary();
         let lines: Vec<_> = (1..=40u32)
             .map(|q| line(&format!("s{:02}", q % 7), q, 1))
@@ -369,6 +363,12 @@ mod tests {
             .all(|w| w[0].1 > w[1].1 || (w[0].1 == w[1].1 && w[0].0 < w[1].0)));
         let top3 = report(&reader, 3).unwrap().top_products;
         assert_eq!(top3, all[..3]);
+        let keys: Vec<_> = all.iter().map(|(sku, q, _)| (*q, sku.clone())).collect();
+        assert_eq!(
+            ranked(&reader),
+            keys,
+            "one entry per product, in answer order"
+        );
     }
 
     /// Writes one batch of (row before, row after) changes.
@@ -424,9 +424,9 @@ mod tests {
         assert_eq!(report.placed_revenue_cents, 150);
         assert_eq!(report.top_products, vec![("b".to_owned(), 3, 150)]);
         assert_eq!(report.daily, vec![("1970-01-03".to_owned(), 1, 150)]);
-        // Nothing is left of sku a: not in a product row, not in a band.
-        assert_eq!(stored(&reader, PRODUCT), ["b"]);
-        assert_eq!(stored(&reader, TOP), ["b"]);
+        // Nothing is left of sku a: not in a product row, not in the ranking.
+        assert_eq!(stored(&reader), ["b"]);
+        assert_eq!(ranked(&reader), [(3, "b".to_owned())]);
     }
 
     #[test]
@@ -465,9 +465,9 @@ mod tests {
             report.top_products,
             vec![("a".to_owned(), 6, 60), ("b".to_owned(), 2, 20)]
         );
-        // One entry per sku: "a" left the band of quantity 1.
-        assert_eq!(stored(&reader, TOP), ["a", "b"]);
-        assert_eq!(stored(&reader, PRODUCT), ["a", "b"]);
+        // One entry per sku: "a" left its entry at quantity 1.
+        assert_eq!(ranked(&reader), [(6, "a".to_owned()), (2, "b".to_owned())]);
+        assert_eq!(stored(&reader), ["a", "b"]);
         assert_eq!(report.daily, vec![("1970-01-01".to_owned(), 2, 80)]);
     }
 
