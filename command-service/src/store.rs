@@ -32,7 +32,7 @@
 use std::fs::File;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -44,6 +44,7 @@ use crate::error::StoreError;
 use crate::wal::{self, Record, Ticket, Wal};
 
 mod backup;
+mod tail;
 pub use backup::{BackupRead, EntryCounts, Restoring};
 
 /// The outcome of a command, as remembered for idempotent retries.
@@ -100,6 +101,34 @@ impl WriteBatch {
     }
 }
 
+/// The events a `read_events_within` has taken so far, and its bounds.
+struct Taking {
+    events: Vec<(u64, Bytes)>,
+    bytes: usize,
+    from: u64,
+    to: u64,
+    limit: usize,
+    max_bytes: usize,
+}
+
+impl Taking {
+    /// Takes the events of `block` (first position `first`, frames `frames`)
+    /// from `from` to `to`; true when the read is done after this block: it
+    /// reaches past `to`, or the limits are reached.
+    fn done_after(&mut self, first: u64, block: &Bytes, frames: &[std::ops::Range<usize>]) -> bool {
+        for (position, frame) in (first..).zip(frames) {
+            if position > self.to {
+                return true;
+            }
+            if position >= self.from {
+                self.bytes += frame.len();
+                self.events.push((position, block.slice(frame.clone())));
+            }
+        }
+        self.events.len() >= self.limit || self.bytes >= self.max_bytes
+    }
+}
+
 /// The command side's database: sled plus its write-ahead log. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {
@@ -112,6 +141,8 @@ pub struct Store {
     /// The last position applied to sled, whether or not it is durable yet.
     written: Arc<AtomicU64>,
     log_id: Arc<str>,
+    /// The newest log blocks applied, for reads of the live tail.
+    tail: Arc<Mutex<tail::Tail>>,
 }
 
 const ORDER: u8 = b'o';
@@ -221,6 +252,7 @@ impl Store {
             db_file: Arc::new(db_file),
             written: Arc::new(AtomicU64::new(0)),
             log_id: log_id.into(),
+            tail: Arc::default(),
         };
         let recover = |source| OpenError::Recover {
             dir: shown.clone(),
@@ -365,32 +397,36 @@ impl Store {
         limit: usize,
         max_bytes: usize,
     ) -> Result<Vec<(u64, Bytes)>, StoreError> {
+        let mut taking = Taking {
+            events: Vec::new(),
+            bytes: 0,
+            from,
+            to,
+            limit,
+            max_bytes,
+        };
+        // The live tail is in memory (`tail.rs`); older events are read from sled.
+        let tail = self.tail.lock().unwrap_or_else(|e| e.into_inner());
+        let in_tail = tail.from(from).map(|mut blocks| {
+            blocks.any(|block| taking.done_after(block.first, &block.bytes, &block.frames))
+        });
+        drop(tail);
+        if in_tail.is_some() {
+            return Ok(taking.events);
+        }
         // The block holding `from` starts at or before it.
         let start = match self.data.range(log_key(0)..=log_key(from)).next_back() {
             Some(entry) => position_of(&entry?.0)?,
             None => return Ok(Vec::new()),
         };
-        let mut events = Vec::new();
-        let mut bytes = 0;
         for entry in self.data.range(log_key(start)..=log_key(to)) {
             let (key, block) = entry?;
-            let first = position_of(&key)?;
             let frames = codec::log_block_frames(&block)?;
-            let block = Bytes::from_owner(block);
-            for (position, frame) in (first..).zip(frames) {
-                if position > to {
-                    return Ok(events);
-                }
-                if position >= from {
-                    bytes += frame.len();
-                    events.push((position, block.slice(frame)));
-                }
-            }
-            if events.len() >= limit || bytes >= max_bytes {
+            if taking.done_after(position_of(&key)?, &Bytes::from_owner(block), &frames) {
                 break;
             }
         }
-        Ok(events)
+        Ok(taking.events)
     }
 
     /// The (version, position) of `order_id`'s events after `after_version`,
@@ -496,9 +532,22 @@ impl Store {
 
     /// The last step of `commit`: the record's writes applied to sled.
     pub fn apply(&self, record: &Record) -> Result<(), StoreError> {
+        let mut blocks = Vec::new();
         for (key, value) in record.writes() {
             self.data.insert(key, value)?;
+            if key.first() == Some(&LOG) {
+                blocks.push(tail::Block {
+                    first: position_of(key)?,
+                    frames: codec::log_block_frames(value)?,
+                    bytes: Bytes::copy_from_slice(value),
+                });
+            }
         }
+        let mut tail = self.tail.lock().unwrap_or_else(|e| e.into_inner());
+        for block in blocks {
+            tail.push(block);
+        }
+        drop(tail);
         self.written
             .store(record.last_position(), Ordering::Release);
         Ok(())
@@ -694,6 +743,28 @@ mod tests {
             budgeted.len()
         );
         assert_eq!(positions(&budgeted)[0], 1);
+
+        // Those reads came from the in-memory tail; sled answers the same.
+        assert!(store.tail.lock().unwrap().from(1).is_some());
+        let reads = [
+            (1, 60, 1000, usize::MAX),
+            (17, 43, 1000, usize::MAX),
+            (5, 60, 3, usize::MAX),
+            (1, 60, 1000, 2000),
+            (41, 41, 1, usize::MAX),
+            (60, 60, 5, usize::MAX),
+            (61, 70, 10, usize::MAX),
+        ];
+        let from_tail: Vec<_> = reads
+            .iter()
+            .map(|&(f, t, l, b)| store.read_events_within(f, t, l, b).unwrap())
+            .collect();
+        *store.tail.lock().unwrap() = tail::Tail::default();
+        let from_sled: Vec<_> = reads
+            .iter()
+            .map(|&(f, t, l, b)| store.read_events_within(f, t, l, b).unwrap())
+            .collect();
+        assert_eq!(from_tail, from_sled);
     }
 
     /// Events of two orders, interleaved: odd positions are `a`'s, even `b`'s.
