@@ -125,6 +125,14 @@ fn rank_key(quantity: u64, sku: &str) -> Vec<u8> {
     key(&[RANKING, &descending(quantity), sku.as_bytes()])
 }
 
+/// The (quantity, sku bytes) of a ranking entry's key: `rank_key` undone.
+fn from_rank_key(key: &[u8]) -> Result<(u64, &[u8]), StoreError> {
+    let (quantity, sku) = key[RANKING.len()..]
+        .split_at_checked(8)
+        .unwrap_or((&[], &[]));
+    Ok((from_descending(quantity)?, sku))
+}
+
 /// The row under `key`, read once per batch into `rows`.
 fn loaded<'m>(
     rows: &'m mut BTreeMap<Vec<u8>, Products>,
@@ -268,10 +276,10 @@ pub fn report(reader: &Reader, top_n: usize) -> Result<AnalyticsReport, StoreErr
         .take(top_n)
         .map(|entry| {
             let (key, value) = entry?;
-            let (quantity, sku) = key[RANKING.len()..].split_at(8);
+            let (quantity, sku) = from_rank_key(&key)?;
             let revenue: i128 = decode(&value)?;
             let sku = String::from_utf8_lossy(sku).into_owned();
-            Ok((sku, from_descending(quantity)?, clamp(revenue)))
+            Ok((sku, quantity, clamp(revenue)))
         })
         .collect::<Result<_, StoreError>>()?;
     let daily = reader
@@ -338,9 +346,8 @@ mod tests {
             .scan(RANKING, None)
             .map(|e| {
                 let key = e.unwrap().0;
-                let (quantity, sku) = key[RANKING.len()..].split_at(8);
-                let sku = String::from_utf8(sku.to_vec()).unwrap();
-                (from_descending(quantity).unwrap(), sku)
+                let (quantity, sku) = from_rank_key(&key).unwrap();
+                (quantity, String::from_utf8(sku.to_vec()).unwrap())
             })
             .collect()
     }
