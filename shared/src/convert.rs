@@ -10,6 +10,7 @@ use crate::domain::{
     MAX_TOTAL_CENTS,
 };
 use crate::proto as pb;
+use std::fmt;
 
 fn order_id(value: &str) -> Result<OrderId, ValidationError> {
     OrderId::parse("order_id", value)
@@ -23,30 +24,59 @@ fn command_id(value: &str) -> Result<Option<CommandId>, ValidationError> {
     }
 }
 
-/// Validates one `LineItem`; `field` is its path, e.g. `items[3]` or `item`.
-fn line(field: &str, item: &pb::LineItem) -> Result<Line, ValidationError> {
-    let sku = Sku::parse(&format!("{field}.sku"), &item.sku)?;
+/// Where a line sits in its message, e.g. `items[3]` or `item`: spelled
+/// out only when an error names it, not for every valid line.
+#[derive(Clone, Copy)]
+enum LineAt<'a> {
+    Field(&'a str),
+    Index(&'a str, usize),
+}
+
+impl fmt::Display for LineAt<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LineAt::Field(field) => f.write_str(field),
+            LineAt::Index(field, i) => write!(f, "{field}[{i}]"),
+        }
+    }
+}
+
+impl LineAt<'_> {
+    /// The path of one of the line's fields.
+    fn field(self, name: &str) -> String {
+        format!("{self}.{name}")
+    }
+
+    /// A line's sku, its error naming the sku's whole path.
+    fn sku(self, value: &str) -> Result<Sku, ValidationError> {
+        Sku::parse("sku", value).map_err(|e| ValidationError::new(self.field("sku"), e.message))
+    }
+}
+
+/// Validates one `LineItem` at `at`.
+fn line(at: LineAt<'_>, item: &pb::LineItem) -> Result<Line, ValidationError> {
+    let sku = at.sku(&item.sku)?;
     if item.quantity == 0 {
         return Err(ValidationError::new(
-            format!("{field}.quantity"),
+            at.field("quantity"),
             "must be at least 1",
         ));
     }
     if item.quantity > MAX_LINE_QUANTITY {
         return Err(ValidationError::new(
-            format!("{field}.quantity"),
+            at.field("quantity"),
             format!("must be at most {MAX_LINE_QUANTITY}"),
         ));
     }
     if item.unit_price_cents < 0 {
         return Err(ValidationError::new(
-            format!("{field}.unit_price_cents"),
+            at.field("unit_price_cents"),
             "must not be negative",
         ));
     }
     if item.unit_price_cents > MAX_TOTAL_CENTS {
         return Err(ValidationError::new(
-            format!("{field}.unit_price_cents"),
+            at.field("unit_price_cents"),
             format!("must be at most {MAX_TOTAL_CENTS}"),
         ));
     }
@@ -91,11 +121,11 @@ impl TryFrom<&pb::CreateOrderRequest> for Submission {
         }
         let mut items: Vec<Line> = Vec::with_capacity(req.items.len());
         for (i, item) in req.items.iter().enumerate() {
-            let field = format!("items[{i}]");
-            let line = line(&field, item)?;
+            let at = LineAt::Index("items", i);
+            let line = line(at, item)?;
             if items.iter().any(|l| l.sku == line.sku) {
                 return Err(ValidationError::new(
-                    format!("{field}.sku"),
+                    at.field("sku"),
                     format!("duplicate sku {:?}: give each sku once", line.sku.as_str()),
                 ));
             }
@@ -121,7 +151,7 @@ impl TryFrom<&pb::AddItemRequest> for Submission {
             .as_ref()
             .ok_or_else(|| ValidationError::new("item", "is required"))?;
         let command = Command::AddItem {
-            item: line("item", item)?,
+            item: line(LineAt::Field("item"), item)?,
         };
         submission(Some(id), req.expected_version, &req.command_id, command)
     }
@@ -331,9 +361,9 @@ fn lines_to_proto(lines: &[Line]) -> Vec<pb::LineItem> {
 }
 
 /// Reads stored lines back. Unlike `line`, accepts what the aggregate may hold.
-fn line_from_proto(field: &str, item: &pb::LineItem) -> Result<Line, ValidationError> {
+fn line_from_proto(at: LineAt<'_>, item: &pb::LineItem) -> Result<Line, ValidationError> {
     Ok(Line {
-        sku: Sku::parse(&format!("{field}.sku"), &item.sku)?,
+        sku: at.sku(&item.sku)?,
         quantity: item.quantity,
         unit_price_cents: item.unit_price_cents,
     })
@@ -343,7 +373,7 @@ fn lines_from_proto(field: &str, items: &[pb::LineItem]) -> Result<Vec<Line>, Va
     items
         .iter()
         .enumerate()
-        .map(|(i, item)| line_from_proto(&format!("{field}[{i}]"), item))
+        .map(|(i, item)| line_from_proto(LineAt::Index(field, i), item))
         .collect()
 }
 
@@ -485,7 +515,7 @@ impl TryFrom<&pb::event_envelope::Event> for Event {
             E::ItemAdded(e) => Event::ItemAdded {
                 customer_id: customer("item_added.customer_id", &e.customer_id)?,
                 item: line_from_proto(
-                    "item_added.item",
+                    LineAt::Field("item_added.item"),
                     e.item
                         .as_ref()
                         .ok_or_else(|| ValidationError::new("item_added.item", "is required"))?,

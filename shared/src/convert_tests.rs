@@ -640,6 +640,24 @@ fn an_envelope_this_build_cannot_read_is_refused_naming_the_field() {
         Event::try_from(&placed_without_time).unwrap_err().field,
         "order_placed.placed_at"
     );
+
+    // A stored line names its whole path, index included.
+    let mut created = pb::event_envelope::Event::from(&every_event()[0]);
+    if let pb::event_envelope::Event::OrderCreated(c) = &mut created {
+        c.items[1].sku = "no spaces".into();
+    }
+    assert_eq!(
+        Event::try_from(&created).unwrap_err().field,
+        "order_created.items[1].sku"
+    );
+    let mut added = pb::event_envelope::Event::from(&every_event()[2]);
+    if let pb::event_envelope::Event::ItemAdded(a) = &mut added {
+        a.item.as_mut().unwrap().sku = String::new();
+    }
+    assert_eq!(
+        Event::try_from(&added).unwrap_err().field,
+        "item_added.item.sku"
+    );
 }
 
 // ---- one order's history ----
