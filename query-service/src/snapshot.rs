@@ -279,9 +279,10 @@ impl Copying {
             ))));
             error
         };
-        // The files then hold everything applied up to the checkpoint.
+        // The files then hold everything applied up to the checkpoint, and
+        // the entries counted below are what the copy holds once opened.
         self.store
-            .write_out()
+            .write_out(&self.generation)
             .map_err(|e| fail(format!("writing out the read models: {e}")))?;
         let files = dbfiles::list(self.store.dir())
             .map_err(|e| fail(format!("listing the database files: {e}")))?;

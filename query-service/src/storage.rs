@@ -47,6 +47,9 @@ pub struct Reader {
 #[derive(Default)]
 pub struct Writes {
     writes: Vec<Write>,
+    /// The write of the key every batch writes (the checkpoint), kept apart:
+    /// a small batch leaves it in its pending value (`Reader::commit`).
+    every_batch: Option<(Vec<u8>, Bytes)>,
 }
 
 /// A key and its new value, or `None` to remove it.
@@ -105,15 +108,37 @@ impl Reader {
     /// the same as once. The checkpoint is one of the writes, so it never
     /// moves without the changes it covers.
     ///
+    /// The checkpoint (`Writes::put_every_batch`) is written only inside the
+    /// pending value: every batch moves it, so the newest pending value
+    /// always holds the newest one, and inserting it under its own key too
+    /// would be one more sled insert per batch for nothing. It reaches its
+    /// key with a large batch, `recover` or `settle`; read it with
+    /// `get_every_batch`. A small batch without it settles the previous one
+    /// first, so no pending value ever drops a checkpoint not yet written out.
+    ///
     /// A large batch (catching up) is one `apply_batch` after all: one sealed
     /// buffer is nothing for hundreds of events, and a pending value over
     /// sled's blob threshold would be a file of its own. That batch also
     /// removes the pending value, so no older batch is ever applied over it.
     pub(crate) fn commit(&self, writes: Writes) -> Result<(), StoreError> {
+        let Writes {
+            writes,
+            every_batch,
+        } = writes;
         // Sized before encoding: a large batch is never encoded at all.
-        if encoded_len(&writes.writes) > PENDING_MAX_BYTES {
+        let every_batch_len = every_batch
+            .as_ref()
+            .map_or(0, |(k, v)| 9 + k.len() + v.len());
+        if encoded_len(&writes) + every_batch_len > PENDING_MAX_BYTES {
+            if every_batch.is_none() {
+                // The pending value it removes may hold the only checkpoint.
+                self.settle()?;
+            }
             let mut batch = sled::Batch::default();
-            for (key, value) in writes.writes {
+            for (key, value) in writes
+                .into_iter()
+                .chain(every_batch.map(|(k, v)| (k, Some(v))))
+            {
                 match value {
                     Some(value) => batch.insert(key, value),
                     None => batch.remove(key),
@@ -123,17 +148,50 @@ impl Reader {
             self.tree.apply_batch(batch)?;
             return Ok(());
         }
-        self.tree
-            .insert(PENDING_KEY, encode_writes(&writes.writes))?;
-        apply_writes(&self.tree, writes.writes)
+        let mut pending = Vec::with_capacity(encoded_len(&writes) + every_batch_len);
+        encode_writes_into(&writes, &mut pending);
+        match every_batch {
+            Some((key, value)) => encode_writes_into(&[(key, Some(value))], &mut pending),
+            // The pending value about to be replaced may hold a checkpoint
+            // that only it holds.
+            None => self.settle()?,
+        }
+        self.tree.insert(PENDING_KEY, pending)?;
+        apply_writes(&self.tree, writes)
     }
 
     /// Completes the last batch a crash may have cut short (see `commit`).
     pub(crate) fn recover(&self) -> Result<(), StoreError> {
+        self.settle()
+    }
+
+    /// Writes the last small batch's pending value out again, its
+    /// checkpoint included: afterwards the tree's keys alone hold everything
+    /// committed (for a copy of the tree, `snapshot.rs`). Applying it again
+    /// is harmless: every write sets an absolute value.
+    pub(crate) fn settle(&self) -> Result<(), StoreError> {
         if let Some(pending) = self.tree.get(PENDING_KEY)? {
             apply_writes(&self.tree, decode_writes(&pending)?)?;
         }
         Ok(())
+    }
+
+    /// The value of a key written with `Writes::put_every_batch`: the last
+    /// small batch's pending value holds the newest one, else the key itself.
+    pub fn get_every_batch<T: DeserializeOwned>(
+        &self,
+        key: &[u8],
+    ) -> Result<Option<T>, StoreError> {
+        if let Some(pending) = self.tree.get(PENDING_KEY)? {
+            let writes = decode_writes(&pending)?;
+            if let Some((_, value)) = writes.into_iter().rev().find(|(k, _)| k == key) {
+                return Ok(match value {
+                    Some(bytes) => Some(decode_snapshot(&bytes)?),
+                    None => None,
+                });
+            }
+        }
+        self.get(key)
     }
 }
 
@@ -151,8 +209,17 @@ impl Writes {
         self.writes.push((key, None));
     }
 
+    /// The write of the one key every batch writes, the checkpoint: see
+    /// `Reader::commit`. Read it back with `Reader::get_every_batch`.
+    pub fn put_every_batch<T: Serialize>(&mut self, key: Vec<u8>, value: &T) {
+        self.every_batch = Some((key, encode_snapshot(value).into()));
+    }
+
+    /// Every write, the every-batch one last.
     pub(crate) fn into_vec(self) -> Vec<(Vec<u8>, Option<Bytes>)> {
-        self.writes
+        let mut writes = self.writes;
+        writes.extend(self.every_batch.map(|(k, v)| (k, Some(v))));
+        writes
     }
 }
 
@@ -175,8 +242,15 @@ fn encoded_len(writes: &[Write]) -> usize {
         .sum()
 }
 
+#[cfg(test)]
 fn encode_writes(writes: &[Write]) -> Vec<u8> {
     let mut out = Vec::with_capacity(encoded_len(writes));
+    encode_writes_into(writes, &mut out);
+    out
+}
+
+/// Appends `writes` to `out` (in `encode_writes`' format).
+fn encode_writes_into(writes: &[Write], out: &mut Vec<u8>) {
     for (key, value) in writes {
         out.extend_from_slice(
             &u32::try_from(key.len())
@@ -197,7 +271,6 @@ fn encode_writes(writes: &[Write]) -> Vec<u8> {
             }
         }
     }
-    out
 }
 
 fn decode_writes(mut bytes: &[u8]) -> Result<Vec<Write>, StoreError> {
@@ -318,6 +391,60 @@ mod pending_tests {
         // Nothing older is applied over it at recovery.
         reader.recover().unwrap();
         assert_eq!(value(&reader, "a").map(|v| v.len()), Some(big.len()));
+    }
+
+    fn with_checkpoint(pairs: &[(&str, Option<&str>)], checkpoint: u64) -> Writes {
+        let mut w = writes(pairs);
+        w.put_every_batch(b"p".to_vec(), &checkpoint);
+        w
+    }
+
+    #[test]
+    fn a_small_batch_keeps_its_checkpoint_in_the_pending_value_until_settled() {
+        let (_dir, reader) = temporary();
+        reader
+            .commit(with_checkpoint(&[("a", Some("1"))], 1))
+            .unwrap();
+        reader
+            .commit(with_checkpoint(&[("a", Some("2"))], 2))
+            .unwrap();
+        // Not inserted under its own key: only the pending value holds it.
+        assert_eq!(value(&reader, "p"), None);
+        assert_eq!(value(&reader, "a").as_deref(), Some(&b"2"[..]));
+        assert_eq!(reader.get_every_batch::<u64>(b"p").unwrap(), Some(2));
+        // Written out by recovery (at open) and by `settle` (before a copy).
+        reader.recover().unwrap();
+        assert_eq!(reader.get::<u64>(b"p").unwrap(), Some(2));
+        reader
+            .commit(with_checkpoint(&[("a", Some("3"))], 3))
+            .unwrap();
+        assert_eq!(reader.get::<u64>(b"p").unwrap(), Some(2));
+        reader.settle().unwrap();
+        assert_eq!(reader.get::<u64>(b"p").unwrap(), Some(3));
+    }
+
+    #[test]
+    fn a_batch_without_a_checkpoint_never_drops_the_pending_one() {
+        let (_dir, reader) = temporary();
+        reader
+            .commit(with_checkpoint(&[("a", Some("1"))], 7))
+            .unwrap();
+        // A small batch without one replaces the pending value.
+        reader.commit(writes(&[("b", Some("1"))])).unwrap();
+        assert_eq!(reader.get_every_batch::<u64>(b"p").unwrap(), Some(7));
+        reader
+            .commit(with_checkpoint(&[("a", Some("2"))], 8))
+            .unwrap();
+        // So does a large one (it removes the pending value).
+        let big = "x".repeat(PENDING_MAX_BYTES);
+        reader.commit(writes(&[("c", Some(big.as_str()))])).unwrap();
+        assert_eq!(reader.tree.get(PENDING_KEY).unwrap(), None);
+        assert_eq!(reader.get_every_batch::<u64>(b"p").unwrap(), Some(8));
+        // A large batch with one writes it under its key.
+        reader
+            .commit(with_checkpoint(&[("c", Some(big.as_str()))], 9))
+            .unwrap();
+        assert_eq!(reader.get::<u64>(b"p").unwrap(), Some(9));
     }
 
     #[test]

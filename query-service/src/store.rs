@@ -299,8 +299,11 @@ impl Store {
     }
 
     /// Writes everything buffered to the database file (no sync): its files
-    /// then hold everything applied so far.
-    pub fn write_out(&self) -> Result<(), StoreError> {
+    /// then hold everything applied so far, and `generation`'s entries
+    /// (`Generation::settle`) everything committed to it, its checkpoint
+    /// included, as a copy of the files holds them once opened.
+    pub fn write_out(&self, generation: &Generation) -> Result<(), StoreError> {
+        generation.settle()?;
         self.db.flush()?;
         Ok(())
     }
@@ -449,7 +452,9 @@ impl Generation {
     }
 
     /// The entries with keys from `low` up to `high` (excluded; `None`: to
-    /// the end), in key order (not the storage layer's pending batch).
+    /// the end), in key order (not the storage layer's pending batch). The
+    /// checkpoint's entry is current only after `settle` (`Store::write_out`
+    /// settles before a copy is counted).
     pub fn entries_between(
         &self,
         low: &[u8],
@@ -479,6 +484,12 @@ impl Generation {
         prefixes.sort_unstable();
         prefixes.dedup();
         prefixes.into_iter().map(|p| vec![p]).collect()
+    }
+
+    /// Writes the last batch's pending value out (`Reader::settle`): the
+    /// tree's entries then hold everything committed, for a copy of them.
+    pub fn settle(&self) -> Result<(), StoreError> {
+        self.reader.settle()
     }
 
     fn open(
@@ -599,6 +610,9 @@ impl Generation {
         ) -> Result<(), sled::transaction::UnabortableTransactionError>,
     ) -> Result<(), StoreError> {
         use sled::Transactional;
+        // The pending value the transaction drops may hold the only copy of
+        // the checkpoint (`Reader::commit`).
+        self.reader.settle()?;
         let writes = writes.into_vec();
         let tree = self.reader.tree();
         let result = (tree, &parking.parked, &parking.skips).transaction(|(g, parked, skips)| {
@@ -849,6 +863,7 @@ mod tests {
     /// Every entry of a generation's tree.
     /// The read models' entries (not the storage layer's pending batch).
     fn entries(generation: &Generation) -> Vec<(Vec<u8>, Vec<u8>)> {
+        generation.settle().unwrap();
         generation
             .reader
             .scan(b"", None)
@@ -892,7 +907,7 @@ mod tests {
                 |_| false,
             )
             .unwrap();
-        source.write_out().unwrap();
+        source.write_out(&active).unwrap();
         let digest = Digest::of(&active, 1, &std::sync::atomic::AtomicBool::new(false)).unwrap();
         let header = shared::proto::SnapshotHeader {
             format_version: crate::snapshot::FORMAT_VERSION,

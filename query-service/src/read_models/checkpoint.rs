@@ -25,10 +25,12 @@ pub struct Checkpoint {
 
 /// The generation's progress; position 0 before its first batch.
 pub fn get(reader: &Reader) -> Result<Checkpoint, StoreError> {
-    Ok(reader.get(KEY)?.unwrap_or_default())
+    Ok(reader.get_every_batch(KEY)?.unwrap_or_default())
 }
 
+/// Every batch moves it: written as the batch's every-batch write, which a
+/// small batch keeps in its pending value only (`Reader::commit`).
 fn update(batch: &Batch<'_>, _: &Reader, writes: &mut Writes) -> Result<(), StoreError> {
-    writes.put(KEY.to_vec(), &batch.checkpoint);
+    writes.put_every_batch(KEY.to_vec(), &batch.checkpoint);
     Ok(())
 }
