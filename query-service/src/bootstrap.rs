@@ -29,7 +29,7 @@ use tonic::Streaming;
 use crate::config::Settings;
 use crate::dbfiles::Receiving;
 use crate::error::RunError;
-use crate::snapshot::{Digest, FORMAT_VERSION};
+use crate::snapshot::{elapsed_ms, Digest, FORMAT_VERSION};
 use crate::store::{model_differences, Generation, Store};
 use crate::upstream::Upstream;
 
@@ -329,10 +329,6 @@ pub(crate) fn open_and_check(
         entries: digest.entries(),
         opened: (store, target),
     })
-}
-
-fn elapsed_ms(since: Instant) -> u64 {
-    u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
 /// The next message of the copy: `None` when the stream ended.

@@ -249,7 +249,7 @@ impl ReplicationService for ReplicationApi {
                     position,
                     entries = digest.entries,
                     file_bytes = files.bytes(),
-                    elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                    elapsed_ms = elapsed_ms(started),
                     "snapshot copied"
                 ),
                 Err(reason) => tracing::warn!(position, "snapshot copy ended early: {reason}"),
@@ -293,17 +293,11 @@ impl Copying {
             // The entries are counted on a second thread while the files go out.
             let entries = scope.spawn(|| {
                 let digest = Digest::of(&self.generation, 2, &stop);
-                tracing::debug!(
-                    elapsed_ms = started.elapsed().as_millis() as u64,
-                    "entries counted"
-                );
+                tracing::debug!(elapsed_ms = elapsed_ms(started), "entries counted");
                 digest
             });
             let sent = self.send_files(&files);
-            tracing::debug!(
-                elapsed_ms = started.elapsed().as_millis() as u64,
-                "files sent"
-            );
+            tracing::debug!(elapsed_ms = elapsed_ms(started), "files sent");
             if sent.is_err() {
                 stop.store(true, Ordering::Relaxed);
             }
@@ -385,6 +379,11 @@ impl Copying {
             }
         })
     }
+}
+
+/// Milliseconds since `since`, for log lines (saturating, never truncated).
+pub(crate) fn elapsed_ms(since: Instant) -> u64 {
+    u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]
