@@ -53,7 +53,7 @@ pub struct Writes {
 }
 
 /// A key and its new value, or `None` to remove it.
-type Write = (Vec<u8>, Option<Bytes>);
+pub(crate) type Write = (Vec<u8>, Option<Bytes>);
 
 /// The key, outside every read model's prefix, of the last batch's writes
 /// as one value (see `Reader::commit`).
@@ -103,7 +103,7 @@ impl Reader {
     /// stored as one value under `PENDING_KEY` (one insert: atomic), then
     /// applied key by key. sled recovers a prefix of its log, so after a crash
     /// either the pending value is the previous batch's (and none of this
-    /// batch's writes are there), or it is this batch's, and `recover` applies
+    /// batch's writes are there), or it is this batch's, and `settle` applies
     /// it again: every write sets an absolute value, so applying it twice is
     /// the same as once. The checkpoint is one of the writes, so it never
     /// moves without the changes it covers.
@@ -112,7 +112,7 @@ impl Reader {
     /// pending value: every batch moves it, so the newest pending value
     /// always holds the newest one, and inserting it under its own key too
     /// would be one more sled insert per batch for nothing. It reaches its
-    /// key with a large batch, `recover` or `settle`; read it with
+    /// key with a large batch or `settle` (at open, before a copy); read it with
     /// `get_every_batch`. A small batch without it settles the previous one
     /// first, so no pending value ever drops a checkpoint not yet written out.
     ///
@@ -121,24 +121,14 @@ impl Reader {
     /// sled's blob threshold would be a file of its own. That batch also
     /// removes the pending value, so no older batch is ever applied over it.
     pub(crate) fn commit(&self, writes: Writes) -> Result<(), StoreError> {
-        let Writes {
-            writes,
-            every_batch,
-        } = writes;
         // Sized before encoding: a large batch is never encoded at all.
-        let every_batch_len = every_batch
+        let every_batch_len = writes
+            .every_batch
             .as_ref()
             .map_or(0, |(k, v)| 9 + k.len() + v.len());
-        if encoded_len(&writes) + every_batch_len > PENDING_MAX_BYTES {
-            if every_batch.is_none() {
-                // The pending value it removes may hold the only checkpoint.
-                self.settle()?;
-            }
+        if encoded_len(&writes.writes) + every_batch_len > PENDING_MAX_BYTES {
             let mut batch = sled::Batch::default();
-            for (key, value) in writes
-                .into_iter()
-                .chain(every_batch.map(|(k, v)| (k, Some(v))))
-            {
+            for (key, value) in self.replacing_pending(writes)? {
                 match value {
                     Some(value) => batch.insert(key, value),
                     None => batch.remove(key),
@@ -148,6 +138,10 @@ impl Reader {
             self.tree.apply_batch(batch)?;
             return Ok(());
         }
+        let Writes {
+            writes,
+            every_batch,
+        } = writes;
         let mut pending = Vec::with_capacity(encoded_len(&writes) + every_batch_len);
         encode_writes_into(&writes, &mut pending);
         match every_batch {
@@ -160,15 +154,29 @@ impl Reader {
         apply_writes(&self.tree, writes)
     }
 
-    /// Completes the last batch a crash may have cut short (see `commit`).
-    pub(crate) fn recover(&self) -> Result<(), StoreError> {
-        self.settle()
+    /// `writes`, the every-batch one last, for something that applies them
+    /// and removes the pending value in one step (a large batch here, the
+    /// parking transaction in `store.rs`). Unless they carry a checkpoint,
+    /// the pending value is settled first: it may hold the only copy of the
+    /// current one.
+    pub(crate) fn replacing_pending(&self, writes: Writes) -> Result<Vec<Write>, StoreError> {
+        if writes.every_batch.is_none() {
+            self.settle()?;
+        }
+        let Writes {
+            mut writes,
+            every_batch,
+        } = writes;
+        writes.extend(every_batch.map(|(k, v)| (k, Some(v))));
+        Ok(writes)
     }
 
     /// Writes the last small batch's pending value out again, its
     /// checkpoint included: afterwards the tree's keys alone hold everything
-    /// committed (for a copy of the tree, `snapshot.rs`). Applying it again
-    /// is harmless: every write sets an absolute value.
+    /// committed. At open this completes the last batch a crash may have cut
+    /// short (see `commit`); before a copy of the tree (`snapshot.rs`) it
+    /// brings the checkpoint's own key up to date. Applying it again is
+    /// harmless: every write sets an absolute value.
     pub(crate) fn settle(&self) -> Result<(), StoreError> {
         if let Some(pending) = self.tree.get(PENDING_KEY)? {
             apply_writes(&self.tree, decode_writes(&pending)?)?;
@@ -213,13 +221,6 @@ impl Writes {
     /// `Reader::commit`. Read it back with `Reader::get_every_batch`.
     pub fn put_every_batch<T: Serialize>(&mut self, key: Vec<u8>, value: &T) {
         self.every_batch = Some((key, encode_snapshot(value).into()));
-    }
-
-    /// Every write, the every-batch one last.
-    pub(crate) fn into_vec(self) -> Vec<(Vec<u8>, Option<Bytes>)> {
-        let mut writes = self.writes;
-        writes.extend(self.every_batch.map(|(k, v)| (k, Some(v))));
-        writes
     }
 }
 
@@ -351,7 +352,7 @@ mod pending_tests {
     }
 
     #[test]
-    fn a_batch_cut_short_after_its_pending_value_is_completed_by_recover() {
+    fn a_batch_cut_short_after_its_pending_value_is_completed_by_settle() {
         let (_dir, reader) = temporary();
         reader
             .commit(writes(&[
@@ -368,13 +369,13 @@ mod pending_tests {
             .insert(PENDING_KEY, encode_writes(&writes(&next).writes))
             .unwrap();
         reader.tree.insert("a", "2").unwrap();
-        reader.recover().unwrap();
+        reader.settle().unwrap();
         assert_eq!(value(&reader, "a").as_deref(), Some(&b"2"[..]));
         assert_eq!(value(&reader, "b").as_deref(), Some(&b"1"[..]));
         assert_eq!(value(&reader, "c").as_deref(), Some(&b"2"[..]));
         assert_eq!(value(&reader, "gone"), None);
         // Recovering again changes nothing.
-        reader.recover().unwrap();
+        reader.settle().unwrap();
         assert_eq!(value(&reader, "c").as_deref(), Some(&b"2"[..]));
     }
 
@@ -389,7 +390,7 @@ mod pending_tests {
             .unwrap();
         assert_eq!(reader.tree.get(PENDING_KEY).unwrap(), None);
         // Nothing older is applied over it at recovery.
-        reader.recover().unwrap();
+        reader.settle().unwrap();
         assert_eq!(value(&reader, "a").map(|v| v.len()), Some(big.len()));
     }
 
@@ -413,7 +414,7 @@ mod pending_tests {
         assert_eq!(value(&reader, "a").as_deref(), Some(&b"2"[..]));
         assert_eq!(reader.get_every_batch::<u64>(b"p").unwrap(), Some(2));
         // Written out by recovery (at open) and by `settle` (before a copy).
-        reader.recover().unwrap();
+        reader.settle().unwrap();
         assert_eq!(reader.get::<u64>(b"p").unwrap(), Some(2));
         reader
             .commit(with_checkpoint(&[("a", Some("3"))], 3))

@@ -509,7 +509,7 @@ impl Generation {
             .collect();
         let reader = Reader::new(db.open_tree(tree_name(record.number))?);
         // A batch a crash cut short is completed before anything reads it.
-        reader.recover()?;
+        reader.settle()?;
         Ok(Generation {
             record: record.clone(),
             reader,
@@ -610,10 +610,8 @@ impl Generation {
         ) -> Result<(), sled::transaction::UnabortableTransactionError>,
     ) -> Result<(), StoreError> {
         use sled::Transactional;
-        // The pending value the transaction drops may hold the only copy of
-        // the checkpoint (`Reader::commit`).
-        self.reader.settle()?;
-        let writes = writes.into_vec();
+        // The transaction drops the pending value (`Reader::commit`).
+        let writes = self.reader.replacing_pending(writes)?;
         let tree = self.reader.tree();
         let result = (tree, &parking.parked, &parking.skips).transaction(|(g, parked, skips)| {
             for (key, value) in &writes {
