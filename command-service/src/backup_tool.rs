@@ -12,7 +12,7 @@ use tonic::transport::Endpoint;
 
 use crate::backup_file::{BackupReader, BackupWriter, Header};
 use crate::config::{BackupArgs, RestoreArgs};
-use crate::store::{EntryCounts, Store, FORMAT};
+use crate::store::{reads_format, EntryCounts, Store, EARLIER_FORMAT, FORMAT};
 
 /// The sled cache a restore writes with.
 const RESTORE_CACHE_BYTES: u64 = 64 * 1024 * 1024;
@@ -88,9 +88,9 @@ pub async fn backup(args: &BackupArgs) -> Result<String, String> {
         Some(Kind::Header(header)) => header,
         _ => return Err("backup failed: the stream did not start with a header".into()),
     };
-    if header.store_format != FORMAT {
+    if !reads_format(header.store_format) {
         return Err(format!(
-            "backup failed: the service stores format {}, this command-service format {FORMAT}",
+            "backup failed: the service stores format {}, this command-service reads formats {EARLIER_FORMAT} and {FORMAT}",
             header.store_format
         ));
     }
@@ -175,9 +175,9 @@ pub fn restore(args: &RestoreArgs) -> Result<String, String> {
     // The first pass checks every checksum before anything is created.
     let mut reader = BackupReader::open(&args.from).map_err(|e| e.to_string())?;
     let header = reader.header.clone();
-    if header.store_format != FORMAT {
+    if !reads_format(header.store_format) {
         return Err(format!(
-            "{} holds store format {}, this command-service writes format {FORMAT}",
+            "{} holds store format {}, this command-service restores formats {EARLIER_FORMAT} and {FORMAT}",
             args.from.display(),
             header.store_format
         ));

@@ -8,17 +8,19 @@
 //! | order | `o`, order id | bincode `Order` snapshot (rebuildable from the log) |
 //! | log block | `l`, position of the block's first event (u64 BE) | log block: format byte, then consecutive events, each an encoded `SubscribeEventsResponse` carrying its `EventEnvelope` (`shared::codec`) |
 //! | command | `c`, command id | bincode `StoredCommand` |
-//! | history | `e`, order id, `0x00`, the event's version (u64 BE) | the event's position (u64 BE) |
+//! | history run | `e`, order id, `0x00`, the run's first version (u64 BE) | the positions of that version and the next ones (u64 BE each) |
 //!
 //! A group commit writes its events as blocks of up to `BLOCK_BYTES`, so a
 //! subscriber's read costs one sled lookup per block, not per event, and the
-//! bytes go to the client as stored. History entries index the log by order
-//! and version (`ListOrderEvents`); a group writes them in the same record as
-//! its events, so the index holds exactly the events the log holds. The
-//! default tree holds the store's format version, the log's identity, the
-//! last checkpoint's position and the position the history index is known to
-//! be complete up to (a log written by a build without the index is indexed
-//! at open, `Store::index_history`).
+//! bytes go to the client as stored. History runs index the log by order and
+//! version (`ListOrderEvents`). They are not part of a group's record: the
+//! writer keeps them in memory and each checkpoint writes one run per order
+//! touched since the last (`history.rs`), so an order whose events come
+//! together costs one sled insert for all of them, off the acknowledgement
+//! path. The default tree holds the store's format version, the log's
+//! identity, the last checkpoint's position and the position the history
+//! index is complete up to in sled; the events after it are indexed again
+//! from the log at open (`Store::index_history`).
 //!
 //! Durability comes from the write-ahead log, not from sled: a group's writes
 //! are encoded once as a log record, appended and fdatasynced, and only then
@@ -44,6 +46,7 @@ use crate::error::StoreError;
 use crate::wal::{self, Record, Ticket, Wal};
 
 mod backup;
+mod history;
 mod tail;
 pub use backup::{BackupRead, EntryCounts, Restoring};
 
@@ -77,8 +80,25 @@ pub struct WriteBatch {
     /// (position of the first event, log block), ascending positions.
     pub blocks: Vec<(u64, Vec<u8>)>,
     pub commands: Vec<(CommandId, StoredCommand)>,
-    /// (history key, position): one per event, written with its block.
-    pub history: Vec<(Vec<u8>, u64)>,
+    /// One per event, for the history index (`history.rs`).
+    pub history: Vec<Indexed>,
+}
+
+/// An event's place in its order's history.
+#[derive(Debug, Clone)]
+pub struct Indexed {
+    pub order_id: String,
+    pub version: u64,
+    pub position: u64,
+}
+
+/// A group's log record, and the history entries of its events: those are
+/// not in the record but kept in memory until a checkpoint writes them
+/// (`history.rs`).
+#[derive(Debug, Clone)]
+pub struct GroupRecord {
+    pub record: Record,
+    pub history: Vec<Indexed>,
 }
 
 impl WriteBatch {
@@ -88,8 +108,11 @@ impl WriteBatch {
 
     /// Adds the event at `position`, the one after the last added.
     pub fn push_event(&mut self, position: u64, event: &pb::EventEnvelope) {
-        self.history
-            .push((history_key(&event.order_id, event.version), position));
+        self.history.push(Indexed {
+            order_id: event.order_id.clone(),
+            version: event.version,
+            position,
+        });
         match self.blocks.last_mut() {
             Some((_, block)) if block.len() < BLOCK_BYTES => codec::push_log_event(block, event),
             _ => {
@@ -143,6 +166,9 @@ pub struct Store {
     log_id: Arc<str>,
     /// The newest log blocks applied, for reads of the live tail.
     tail: Arc<Mutex<tail::Tail>>,
+    /// The history not yet written to sled (`history.rs`). `written` moves
+    /// only while this is held, after the group's entries were added.
+    recent: Arc<Mutex<history::Recent>>,
 }
 
 const ORDER: u8 = b'o';
@@ -158,8 +184,17 @@ const CHECKPOINT_KEY: &[u8] = b"checkpoint";
 /// The position up to which every event has its history entry in sled, as of
 /// the last checkpoint. A build without the index leaves it behind the log.
 const HISTORY_INDEXED_KEY: &[u8] = b"history_indexed";
-/// The layout this code reads and writes; another is refused at open.
-pub const FORMAT: u32 = 3;
+/// The layout this code writes. It also opens (and then marks as its own)
+/// and restores `EARLIER_FORMAT`; any other is refused.
+pub const FORMAT: u32 = 4;
+/// Format 3: history entries of one event each, which format 4 reads as
+/// runs of one (`history.rs`).
+pub const EARLIER_FORMAT: u32 = 3;
+
+/// Whether this code reads a store of format `version`.
+pub fn reads_format(version: u32) -> bool {
+    version == FORMAT || version == EARLIER_FORMAT
+}
 
 fn key(prefix: u8, rest: &[u8]) -> Vec<u8> {
     let mut key = Vec::with_capacity(1 + rest.len());
@@ -174,7 +209,7 @@ fn log_key(position: u64) -> [u8; 9] {
     key
 }
 
-/// `e`, order id, `0x00`, version (u64 BE): an order's entries are
+/// `e`, order id, `0x00`, first version (u64 BE): an order's runs are
 /// contiguous and in version order (ids never hold a `0x00`).
 fn history_key(order_id: &str, version: u64) -> Vec<u8> {
     let mut key = Vec::with_capacity(2 + order_id.len() + 8);
@@ -203,7 +238,7 @@ pub enum OpenError {
     Locked(String),
     #[error("cannot open data directory {dir}: {source}")]
     Other { dir: String, source: StoreError },
-    #[error("data directory {dir} holds store format {found}, this command-service reads format {FORMAT} only; restore a backup made by a matching version or use an empty directory")]
+    #[error("data directory {dir} holds store format {found}, this command-service reads formats {EARLIER_FORMAT} and {FORMAT} only; restore a backup made by a matching version or use an empty directory")]
     Format { dir: String, found: String },
     #[error("cannot recover data directory {dir}: {source}")]
     Recover { dir: String, source: StoreError },
@@ -226,7 +261,27 @@ impl Store {
             },
             FormatCheck::Store(source) => OpenError::Other { dir: shown, source },
         })?;
-        Self::recover(db, dir, segment_bytes, &log_id)
+        let store = Self::recover(db, dir, segment_bytes, &log_id)?;
+        store.mark_format().map_err(|source| OpenError::Other {
+            dir: dir.display().to_string(),
+            source,
+        })?;
+        Ok(store)
+    }
+
+    /// Marks a store of `EARLIER_FORMAT` as this format once it is open:
+    /// recovery has indexed and checkpointed it, and what this code writes
+    /// from now on an earlier build would misread.
+    fn mark_format(&self) -> Result<(), StoreError> {
+        if self.db.get(FORMAT_KEY)?.as_deref() != Some(&FORMAT.to_be_bytes()[..]) {
+            self.db.insert(FORMAT_KEY, &FORMAT.to_be_bytes())?;
+            self.db.flush()?;
+            self.db_file
+                .sync_data()
+                .map_err(|e| StoreError::Sled(sled::Error::Io(e)))?;
+            tracing::info!(format = FORMAT, "store format marked");
+        }
+        Ok(())
     }
 
     /// The rest of opening, once sled is open and its format checked: the
@@ -253,6 +308,7 @@ impl Store {
             written: Arc::new(AtomicU64::new(0)),
             log_id: log_id.into(),
             tail: Arc::default(),
+            recent: Arc::default(),
         };
         let recover = |source| OpenError::Recover {
             dir: shown.clone(),
@@ -281,7 +337,7 @@ impl Store {
                     first: record.first_position(),
                 });
             }
-            self.apply(&record)?;
+            self.apply_record(&record, &[])?;
             head = record.last_position();
             replayed += 1;
         }
@@ -306,11 +362,12 @@ impl Store {
             .unwrap_or(0))
     }
 
-    /// Writes the history entries of the events a build without the index
-    /// stored (all of them on a directory from before it; those after a
-    /// downgrade's checkpoints otherwise). Entries written again get the same
-    /// values. The checkpoint that follows at open makes them durable and
-    /// moves `HISTORY_INDEXED_KEY` to the head.
+    /// Indexes again the events past `HISTORY_INDEXED_KEY`: those whose
+    /// history was in memory only when the process stopped (or all of them,
+    /// on a directory written before the index). They go where the writer
+    /// puts a group's, and the checkpoint that follows at open writes them
+    /// and moves `HISTORY_INDEXED_KEY` to the head. A run written again
+    /// over one sled kept gives each version the same position.
     fn index_history(&self) -> Result<(), StoreError> {
         let indexed = self
             .db
@@ -324,13 +381,12 @@ impl Store {
             let Some(&(last, _)) = events.last() else {
                 break;
             };
+            let mut recent = lock(&self.recent);
             for (position, message) in events {
                 let event = decode_event(position, message)?;
-                self.data.insert(
-                    history_key(&event.order_id, event.version),
-                    &position.to_be_bytes(),
-                )?;
+                recent.push(&event.order_id, event.version, position);
             }
+            drop(recent);
             from = last + 1;
         }
         if head > indexed {
@@ -406,7 +462,7 @@ impl Store {
             max_bytes,
         };
         // The live tail is in memory (`tail.rs`); older events are read from sled.
-        let tail = self.tail.lock().unwrap_or_else(|e| e.into_inner());
+        let tail = lock(&self.tail);
         let in_tail = tail.from(from).map(|mut blocks| {
             blocks.any(|block| taking.done_after(block.first, &block.bytes, &block.frames))
         });
@@ -441,19 +497,46 @@ impl Store {
             return Ok(Vec::new());
         };
         let id = order_id.as_str();
-        let range = history_key(id, first)..=history_key(id, u64::MAX);
-        self.data
-            .range(range)
-            .take(limit)
-            .map(|entry| {
-                let (key, value) = entry?;
-                let version = u64_value(&key[key.len() - 8..]);
-                match (version, u64_value(&value)) {
-                    (Some(version), Some(position)) => Ok((version, position)),
-                    _ => Err(StoreError::HistoryEntry(key.to_vec())),
+        // Memory first: a run a checkpoint moves meanwhile is in sled before
+        // it leaves memory.
+        let recent = lock(&self.recent).runs_of(id);
+        let mut entries = Vec::new();
+        // The next version to take: each once, in order, however runs overlap.
+        let mut next = first;
+        let mut take = |run: &history::Run, entries: &mut Vec<(u64, u64)>| {
+            for (version, position) in run.entries() {
+                if entries.len() >= limit {
+                    break;
                 }
-            })
-            .collect()
+                if version >= next {
+                    entries.push((version, position));
+                    next = version + 1;
+                }
+            }
+        };
+        // The run holding `first` starts at or before it.
+        let start = match self
+            .data
+            .range(history_key(id, 0)..=history_key(id, first))
+            .next_back()
+        {
+            Some(entry) => history::first_version(&entry?.0)?,
+            None => first,
+        };
+        for entry in self
+            .data
+            .range(history_key(id, start)..=history_key(id, u64::MAX))
+        {
+            if entries.len() >= limit {
+                return Ok(entries);
+            }
+            let (key, value) = entry?;
+            take(&history::Run::decode(&key, &value)?, &mut entries);
+        }
+        for run in &recent {
+            take(run, &mut entries);
+        }
+        Ok(entries)
     }
 
     /// The stored events at `positions` (ascending), each as an encoded
@@ -485,8 +568,9 @@ impl Store {
         Ok(events)
     }
 
-    /// Encodes a group's writes (events `first..=last`) as one log record.
-    pub fn record(batch: &WriteBatch, first: u64, last: u64) -> Record {
+    /// Encodes a group's writes (events `first..=last`) as one log record,
+    /// with the history entries of its events beside it.
+    pub fn record(batch: &WriteBatch, first: u64, last: u64) -> GroupRecord {
         let mut record = Record::new(first, last);
         for (id, order) in &batch.orders {
             record.push(
@@ -497,18 +581,16 @@ impl Store {
         for (first, block) in &batch.blocks {
             record.push(&log_key(*first), block);
         }
-        // After the blocks: sled applies a record in this order, so a reader
-        // that finds an entry finds its event.
-        for (key, position) in &batch.history {
-            record.push(key, &position.to_be_bytes());
-        }
         for (id, stored) in &batch.commands {
             record.push(
                 &key(COMMAND, id.as_str().as_bytes()),
                 &codec::encode_snapshot(stored),
             );
         }
-        record
+        GroupRecord {
+            record,
+            history: batch.history.clone(),
+        }
     }
 
     /// Commits a group: appends its record to the write-ahead log, waits
@@ -520,9 +602,9 @@ impl Store {
     /// log could lose; its writes need neither a flush nor atomicity here
     /// (`Tree::apply_batch` would seal a sled log buffer per group, waking
     /// sled's IO threads every time): recovery re-applies whole records.
-    pub fn commit(&self, record: &Record) -> Result<(), StoreError> {
-        self.append(record)?.sync()?;
-        self.apply(record)
+    pub fn commit(&self, group: &GroupRecord) -> Result<(), StoreError> {
+        self.append(&group.record)?.sync()?;
+        self.apply(group)
     }
 
     /// The first step of `commit`: the record appended, not yet synced.
@@ -530,8 +612,13 @@ impl Store {
         Ok(self.wal.append(record)?)
     }
 
-    /// The last step of `commit`: the record's writes applied to sled.
-    pub fn apply(&self, record: &Record) -> Result<(), StoreError> {
+    /// The last step of `commit`: the record's writes applied to sled, its
+    /// history entries added to those in memory.
+    pub fn apply(&self, group: &GroupRecord) -> Result<(), StoreError> {
+        self.apply_record(&group.record, &group.history)
+    }
+
+    fn apply_record(&self, record: &Record, history: &[Indexed]) -> Result<(), StoreError> {
         let mut blocks = Vec::new();
         for (key, value) in record.writes() {
             self.data.insert(key, value)?;
@@ -543,11 +630,17 @@ impl Store {
                 });
             }
         }
-        let mut tail = self.tail.lock().unwrap_or_else(|e| e.into_inner());
+        let mut tail = lock(&self.tail);
         for block in blocks {
             tail.push(block);
         }
         drop(tail);
+        // After every write of the group: an entry found leads to its event
+        // and its order's snapshot.
+        let mut recent = lock(&self.recent);
+        for entry in history {
+            recent.push(&entry.order_id, entry.version, entry.position);
+        }
         self.written
             .store(record.last_position(), Ordering::Release);
         Ok(())
@@ -558,15 +651,26 @@ impl Store {
     /// removes the log segments that only hold what sled now has. Off the
     /// acknowledgement path.
     pub fn checkpoint(&self) -> Result<(), StoreError> {
-        let covered = self.written.load(Ordering::Acquire);
+        // Every event up to `covered` has its history entry in sled or in
+        // what this flush takes (`written` moves under the same lock).
+        let (covered, flushing) = {
+            let mut recent = lock(&self.recent);
+            (self.written.load(Ordering::Acquire), recent.start_flush())
+        };
+        for (order_id, runs) in flushing.iter() {
+            for run in runs {
+                self.data
+                    .insert(history_key(order_id, run.first), run.encode())?;
+            }
+        }
         self.db.insert(CHECKPOINT_KEY, &covered.to_be_bytes())?;
-        // Every event up to `covered` came with its entry or was indexed at open.
         self.db
             .insert(HISTORY_INDEXED_KEY, &covered.to_be_bytes())?;
         self.db.flush()?;
         self.db_file
             .sync_data()
             .map_err(|e| StoreError::Sled(sled::Error::Io(e)))?;
+        lock(&self.recent).end_flush();
         let removed = self.wal.release(covered)?;
         if removed > 0 {
             tracing::debug!(removed, covered, "write-ahead log segments released");
@@ -578,6 +682,12 @@ impl Store {
     pub fn written(&self) -> u64 {
         self.written.load(Ordering::Acquire)
     }
+}
+
+/// `mutex`, locked; a panic elsewhere while it was held leaves nothing half
+/// done in the structures it guards (each change is one call).
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The `EventEnvelope` in a stored log frame (an encoded
@@ -628,7 +738,7 @@ fn check_format(db: &sled::Db) -> Result<String, FormatCheck> {
             let version = <[u8; 4]>::try_from(found.as_ref())
                 .map(u32::from_be_bytes)
                 .map_err(|_| FormatCheck::Other(format!("{:02x?}", found.as_ref())))?;
-            if version != FORMAT {
+            if !reads_format(version) {
                 return Err(FormatCheck::Other(version.to_string()));
             }
             let id = db
@@ -659,6 +769,7 @@ fn check_format(db: &sled::Db) -> Result<String, FormatCheck> {
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
+    use std::ops::RangeInclusive;
 
     use prost::Message;
 
@@ -795,11 +906,9 @@ mod tests {
         positions
     }
 
-    #[test]
-    fn each_orders_history_is_indexed_with_its_events_and_rebuilt_when_missing() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), 1 << 20).unwrap();
-        for group in [1..=1u64, 2..=40, 41..=60] {
+    /// Commits each group of `interleaved` events.
+    fn commit_interleaved<const N: usize>(store: &Store, groups: [RangeInclusive<u64>; N]) {
+        for group in groups {
             let mut batch = WriteBatch::default();
             for position in group.clone() {
                 batch.push_event(position, &interleaved(position));
@@ -808,6 +917,13 @@ mod tests {
                 .commit(&Store::record(&batch, *group.start(), *group.end()))
                 .unwrap();
         }
+    }
+
+    #[test]
+    fn each_orders_history_is_indexed_with_its_events_and_rebuilt_when_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        commit_interleaved(&store, [1..=1, 2..=40, 41..=60]);
         let odd: Vec<u64> = (1..=60).step_by(2).collect();
         assert_eq!(history_positions(&store, "a", 0, 100), odd);
         assert_eq!(
@@ -817,6 +933,39 @@ mod tests {
         assert_eq!(history_positions(&store, "a", 3, 4), vec![7, 9, 11, 13]);
         assert!(history_positions(&store, "a", u64::MAX, 10).is_empty());
         assert!(history_positions(&store, "ab", 0, 10).is_empty());
+        // So far all in memory; a checkpoint writes one run per order.
+        assert_eq!(store.data.scan_prefix([HISTORY]).count(), 0);
+        store.checkpoint().unwrap();
+        assert_eq!(store.data.scan_prefix([HISTORY]).count(), 2);
+        assert_eq!(history_positions(&store, "a", 0, 100), odd);
+        assert_eq!(history_positions(&store, "a", 3, 4), vec![7, 9, 11, 13]);
+
+        // Groups after it, then a crash (no checkpoint): the history that
+        // was in memory only is indexed again from the log at open.
+        commit_interleaved(&store, [61..=61, 62..=70]);
+        let odd: Vec<u64> = (1..=70).step_by(2).collect();
+        assert_eq!(history_positions(&store, "a", 0, 100), odd);
+        assert_eq!(
+            history_positions(&store, "a", 29, 100),
+            vec![59, 61, 63, 65, 67, 69]
+        );
+        drop(store);
+        let store = reopen(dir.path());
+        assert_eq!(history_positions(&store, "a", 0, 100), odd);
+        assert_eq!(history_positions(&store, "b", 0, 100).len(), 35);
+
+        // Overlapping runs (one sled kept of an interrupted checkpoint, one
+        // indexed again): each version once, at its one position.
+        let overlap = history::Run {
+            first: 10,
+            positions: vec![19, 21, 23, 25],
+        };
+        store
+            .data
+            .insert(history_key("a", 10), overlap.encode())
+            .unwrap();
+        assert_eq!(history_positions(&store, "a", 0, 100), odd);
+        assert_eq!(history_positions(&store, "a", 10, 3), vec![21, 23, 25]);
 
         // A directory written by a build without the index: indexed at open.
         for entry in store.data.scan_prefix([HISTORY]) {
@@ -828,7 +977,46 @@ mod tests {
         drop(store);
         let store = reopen(dir.path());
         assert_eq!(history_positions(&store, "a", 0, 100), odd);
-        assert_eq!(history_positions(&store, "b", 0, 100).len(), 30);
+        assert_eq!(history_positions(&store, "b", 0, 100).len(), 35);
+    }
+
+    #[test]
+    fn a_store_of_the_earlier_format_opens_and_is_marked_as_this_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        let mut batch = WriteBatch::default();
+        for position in 1..=6 {
+            batch.push_event(position, &interleaved(position));
+        }
+        store.commit(&Store::record(&batch, 1, 6)).unwrap();
+        store.checkpoint().unwrap();
+        // Format 3 wrote one entry per event.
+        for entry in store.data.scan_prefix([HISTORY]) {
+            store.data.remove(entry.unwrap().0).unwrap();
+        }
+        for position in 1..=6u64 {
+            let event = interleaved(position);
+            store
+                .data
+                .insert(
+                    history_key(&event.order_id, event.version),
+                    &position.to_be_bytes(),
+                )
+                .unwrap();
+        }
+        store
+            .db
+            .insert(FORMAT_KEY, &EARLIER_FORMAT.to_be_bytes())
+            .unwrap();
+        store.db.flush().unwrap();
+        drop(store);
+        let store = reopen(dir.path());
+        assert_eq!(history_positions(&store, "a", 0, 100), vec![1, 3, 5]);
+        assert_eq!(history_positions(&store, "b", 1, 100), vec![4, 6]);
+        assert_eq!(
+            store.db.get(FORMAT_KEY).unwrap().as_deref(),
+            Some(&FORMAT.to_be_bytes()[..])
+        );
     }
 
     fn command_id(group: u64) -> CommandId {
@@ -848,7 +1036,7 @@ mod tests {
     }
 
     /// Group `group` writes the events `first..=last`, an order and a key.
-    fn group_record(group: u64, first: u64, last: u64) -> Record {
+    fn group_record(group: u64, first: u64, last: u64) -> GroupRecord {
         let mut batch = WriteBatch::default();
         for position in first..=last {
             batch.push_event(position, &event(position));
@@ -927,7 +1115,7 @@ mod tests {
                 // The steps of `Store::commit`, with the cut possibly inside
                 // the last group's: before its sync completed, after it, or
                 // with only some of its writes in sled.
-                let ticket = store.append(&record).unwrap();
+                let ticket = store.append(&record.record).unwrap();
                 let cut_inside = group == count && rng.random_bool(0.7);
                 if cut_inside && rng.random_bool(0.4) {
                     break;
@@ -935,7 +1123,7 @@ mod tests {
                 ticket.sync().unwrap();
                 note_sync(&mut synced);
                 if cut_inside {
-                    let writes: Vec<_> = record.writes().collect();
+                    let writes: Vec<_> = record.record.writes().collect();
                     for (key, value) in &writes[..rng.random_range(0..=writes.len())] {
                         store.data.insert(key, *value).unwrap();
                     }
@@ -1038,7 +1226,10 @@ mod tests {
         };
         let message = error.to_string();
         assert!(message.contains("earlier layout"), "{message}");
-        assert!(message.contains(&format!("format {FORMAT}")), "{message}");
+        assert!(
+            message.contains(&format!("formats {EARLIER_FORMAT} and {FORMAT}")),
+            "{message}"
+        );
     }
 
     #[test]
@@ -1065,6 +1256,9 @@ mod tests {
             }
         };
         assert!(message.contains("format 2"), "{message}");
-        assert!(message.contains(&format!("format {FORMAT}")), "{message}");
+        assert!(
+            message.contains(&format!("formats {EARLIER_FORMAT} and {FORMAT}")),
+            "{message}"
+        );
     }
 }

@@ -29,7 +29,7 @@ fn a_directory_of_another_layout_is_refused_and_left_alone() {
     assert!(!status.success(), "{status:?}");
     let logs = logs.join("\n");
     assert!(logs.contains("earlier layout"), "{logs}");
-    assert!(logs.contains("format 3"), "{logs}");
+    assert!(logs.contains("formats 3 and 4"), "{logs}");
     // Nothing was converted or dropped.
     let db = sled::open(&data_dir).unwrap();
     assert_eq!(

@@ -7,22 +7,28 @@
 //! scan keeps of what it meets only what belongs to the state at `P`:
 //! - log blocks are written once and never changed, and a group's blocks end
 //!   at its last position, so the blocks up to `P` are exactly events `1..=P`;
-//! - history entries and idempotency records are written once and never
-//!   changed either; those whose position is at most `P` are kept (every
-//!   successful command has exactly one event, and its record holds that
-//!   event's position);
+//! - idempotency records are written once and never changed either; those
+//!   whose position is at most `P` are kept (every successful command has
+//!   exactly one event, and its record holds that event's position);
+//! - history runs (`history.rs`) are taken from memory first, then from
+//!   sled (a run a checkpoint moves meanwhile is in sled before it leaves
+//!   memory), one per key, each cut after its last position at or before
+//!   `P`: every event up to `P` had its entry in one or the other before the
+//!   scan started;
 //! - an order snapshot may be newer than `P`: it is kept when the event of
 //!   its version is at or before `P`, and otherwise rebuilt from the order's
 //!   events up to `P` (`Order::apply`), or left out when there were none.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use shared::codec;
 use shared::domain::{Order, OrderId, RecordedEvent};
 
+use super::history::Run;
 use super::{
-    check_format, decode_event, history_key, key, log_key, open_sled, position_of, u64_value,
-    OpenError, Store, StoredCommand, CHECKPOINT_KEY, COMMAND, FORMAT, FORMAT_KEY, HISTORY,
+    check_format, decode_event, history_key, lock, log_key, open_sled, position_of, OpenError,
+    Store, StoredCommand, CHECKPOINT_KEY, COMMAND, FORMAT, FORMAT_KEY, HISTORY,
     HISTORY_INDEXED_KEY, LOG, LOG_ID_KEY, ORDER,
 };
 use crate::error::StoreError;
@@ -96,11 +102,31 @@ impl Store {
         if next != position + 1 {
             return Err(StoreError::MissingEvent(next));
         }
+        let mut in_memory: BTreeMap<Vec<u8>, Run> = lock(&self.recent)
+            .all()
+            .into_iter()
+            .map(|(id, run)| (history_key(&id, run.first), run))
+            .collect();
         for entry in self.data.scan_prefix([HISTORY]) {
             let (key, value) = entry?;
-            let at = u64_value(&value).ok_or_else(|| StoreError::HistoryEntry(key.to_vec()))?;
-            if at <= position && !emit(&key, &value) {
-                return Ok(None);
+            let mut run = Run::decode(&key, &value)?;
+            // The same run in both (a checkpoint wrote it meanwhile): one of them.
+            if let Some(same) = in_memory.remove(&key[..]) {
+                if same.positions.len() > run.positions.len() {
+                    run = same;
+                }
+            }
+            if let Some(run) = run.up_to(position) {
+                if !emit(&key, &run.encode()) {
+                    return Ok(None);
+                }
+            }
+        }
+        for (key, run) in in_memory {
+            if let Some(run) = run.up_to(position) {
+                if !emit(&key, &run.encode()) {
+                    return Ok(None);
+                }
             }
         }
         for entry in self.data.scan_prefix([COMMAND]) {
@@ -114,15 +140,21 @@ impl Store {
             let (key, value) = entry?;
             let order: Order = codec::decode_snapshot(&value)?;
             let id = String::from_utf8_lossy(&key[1..]).into_owned();
+            let order_id =
+                OrderId::parse("order_id", &id).map_err(|_| StoreError::LogKey(key.to_vec()))?;
             // The event that made the snapshot's version; not found when its
             // group is being applied right now (history after the snapshot).
-            let made_at = self
-                .data
-                .get(history_key(&id, order.version))?
-                .and_then(|v| u64_value(&v));
+            let made_at = match order.version.checked_sub(1) {
+                Some(before) => self
+                    .order_history(&order_id, before, 1)?
+                    .first()
+                    .filter(|&&(version, _)| version == order.version)
+                    .map(|&(_, at)| at),
+                None => None,
+            };
             let kept = match made_at {
                 Some(at) if at <= position => emit(&key, &value),
-                _ => match self.order_as_of(&id, position)? {
+                _ => match self.order_as_of(&order_id, position)? {
                     Some(order) => {
                         rebuilt_orders += 1;
                         emit(&key, &codec::encode_snapshot(&order))
@@ -142,11 +174,9 @@ impl Store {
 
     /// The order `id` as its events up to `position` made it; `None` when it
     /// had none.
-    fn order_as_of(&self, id: &str, position: u64) -> Result<Option<Order>, StoreError> {
-        let order_id = OrderId::parse("order_id", id)
-            .map_err(|_| StoreError::LogKey(key(ORDER, id.as_bytes())))?;
+    fn order_as_of(&self, order_id: &OrderId, position: u64) -> Result<Option<Order>, StoreError> {
         let positions: Vec<u64> = self
-            .order_history(&order_id, 0, usize::MAX)?
+            .order_history(order_id, 0, usize::MAX)?
             .into_iter()
             .map(|(_, at)| at)
             .take_while(|&at| at <= position)
@@ -280,7 +310,7 @@ mod tests {
 
     use super::*;
     use crate::decide::Group;
-    use crate::wal::Record;
+    use crate::store::GroupRecord;
 
     fn line(sku: &str, quantity: u32) -> Option<pb::LineItem> {
         Some(pb::LineItem {
@@ -293,7 +323,7 @@ mod tests {
     /// `groups` group commits of three commands each on eleven orders
     /// (created, then added to), each with a command id, decided against
     /// `store` and committed there. Returns the records, in order.
-    fn write_groups(store: &Store, groups: usize) -> Vec<Record> {
+    fn write_groups(store: &Store, groups: usize) -> Vec<GroupRecord> {
         let mut created = HashSet::new();
         let mut records = Vec::new();
         for g in 0..groups {
@@ -346,7 +376,25 @@ mod tests {
         (entries, read)
     }
 
-    fn commit_all(store: &Store, records: &[Record]) {
+    /// `entries` with each history run as one entry per event, as format 3
+    /// stored them: equal for any two ways of cutting the same history.
+    fn by_event(entries: &BTreeMap<Vec<u8>, Vec<u8>>) -> BTreeMap<Vec<u8>, Vec<u8>> {
+        let mut out = BTreeMap::new();
+        for (key, value) in entries {
+            if key[0] != HISTORY {
+                out.insert(key.clone(), value.clone());
+                continue;
+            }
+            let order = &key[1..key.len() - 9];
+            let order = std::str::from_utf8(order).unwrap();
+            for (version, position) in Run::decode(key, value).unwrap().entries() {
+                out.insert(history_key(order, version), position.to_be_bytes().to_vec());
+            }
+        }
+        out
+    }
+
+    fn commit_all(store: &Store, records: &[GroupRecord]) {
         for record in records {
             store.commit(record).unwrap();
         }
@@ -361,7 +409,7 @@ mod tests {
         let live = Store::open(dirs[0].path(), 1 << 20).unwrap();
         let records = write_groups(&live, 40);
         let cut = 20;
-        let position = records[cut - 1].last_position();
+        let position = records[cut - 1].record.last_position();
 
         let stopped = Store::open(dirs[1].path(), 1 << 20).unwrap();
         commit_all(&stopped, &records[..cut]);
@@ -372,21 +420,32 @@ mod tests {
         assert!(read.rebuilt_orders > 0, "orders changed after the position");
         assert_eq!(entries, expected);
 
-        // While a writer commits the rest.
+        // While a writer commits the rest and checkpoints move the history
+        // from memory to sled: its runs are cut at other versions, the
+        // positions they give each version are the same.
         let racing = Store::open(dirs[2].path(), 1 << 20).unwrap();
-        commit_all(&racing, &records[..cut]);
+        commit_all(&racing, &records[..cut / 2]);
+        racing.checkpoint().unwrap();
+        commit_all(&racing, &records[cut / 2..cut]);
         let writer = {
             let (store, rest) = (racing.clone(), records[cut..].to_vec());
             std::thread::spawn(move || {
-                for record in &rest {
+                for (n, record) in rest.iter().enumerate() {
                     store.commit(record).unwrap();
+                    if n % 3 == 0 {
+                        store.checkpoint().unwrap();
+                    }
                     std::thread::yield_now();
                 }
             })
         };
         let mut rounds = 0;
         while !writer.is_finished() || rounds == 0 {
-            assert_eq!(backup(&racing, position).0, expected, "round {rounds}");
+            assert_eq!(
+                by_event(&backup(&racing, position).0),
+                by_event(&expected),
+                "round {rounds}"
+            );
             rounds += 1;
         }
         writer.join().unwrap();
@@ -409,7 +468,10 @@ mod tests {
             );
         }
         restored.commit(&records[cut]).unwrap();
-        assert_eq!(restored.head().unwrap(), records[cut].last_position());
+        assert_eq!(
+            restored.head().unwrap(),
+            records[cut].record.last_position()
+        );
     }
 
     #[test]
@@ -417,7 +479,7 @@ mod tests {
         let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
         let live = Store::open(dirs[0].path(), 1 << 20).unwrap();
         let records = write_groups(&live, 5);
-        let position = records[4].last_position();
+        let position = records[4].record.last_position();
         let (entries, _) = backup(&live, position);
         let restoring =
             Store::restore_into(dirs[1].path(), 1 << 20, live.log_id(), position + 1).unwrap();
