@@ -134,10 +134,6 @@ fn open_sled(path: &Path, cache_bytes: u64) -> Result<sled::Db, StoreError> {
     sled::Config::new()
         .path(path)
         .cache_capacity(cache_bytes)
-        // `check_flushes` flushes once a second (and reports a failure);
-        // sled's own flusher would add one every 500 ms, each waking its IO
-        // threads. The read models need neither: they are rebuilt from the log.
-        .flush_every_ms(None)
         .open()
         .map_err(|e| open_error(path, e))
 }
