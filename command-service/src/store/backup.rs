@@ -144,14 +144,7 @@ impl Store {
                 OrderId::parse("order_id", &id).map_err(|_| StoreError::LogKey(key.to_vec()))?;
             // The event that made the snapshot's version; not found when its
             // group is being applied right now (history after the snapshot).
-            let made_at = match order.version.checked_sub(1) {
-                Some(before) => self
-                    .order_history(&order_id, before, 1)?
-                    .first()
-                    .filter(|&&(version, _)| version == order.version)
-                    .map(|&(_, at)| at),
-                None => None,
-            };
+            let made_at = self.position_of_version(&id, order.version)?;
             let kept = match made_at {
                 Some(at) if at <= position => emit(&key, &value),
                 _ => match self.order_as_of(&order_id, position)? {
@@ -170,6 +163,26 @@ impl Store {
             counts,
             rebuilt_orders,
         }))
+    }
+
+    /// The position of version `version` of order `id`, if its history
+    /// entry is written: in memory first, then in sled (see `order_history`),
+    /// in one lookup of the run that starts at or before it.
+    fn position_of_version(&self, id: &str, version: u64) -> Result<Option<u64>, StoreError> {
+        if let Some(position) = lock(&self.recent).position_of(id, version) {
+            return Ok(Some(position));
+        }
+        match self
+            .data
+            .range(history_key(id, 0)..=history_key(id, version))
+            .next_back()
+        {
+            Some(entry) => {
+                let (key, value) = entry?;
+                Ok(Run::decode(&key, &value)?.position_of(version))
+            }
+            None => Ok(None),
+        }
     }
 
     /// The order `id` as its events up to `position` made it; `None` when it

@@ -60,6 +60,12 @@ impl Run {
         (self.first..).zip(self.positions.iter().copied())
     }
 
+    /// The position of `version`, when the run holds it.
+    pub fn position_of(&self, version: u64) -> Option<u64> {
+        let index = usize::try_from(version.checked_sub(self.first)?).ok()?;
+        self.positions.get(index).copied()
+    }
+
     /// The version after the run's last.
     fn end(&self) -> u64 {
         self.first + self.positions.len() as u64
@@ -121,6 +127,15 @@ impl Recent {
         let flushing = self.flushing.get(order_id).into_iter().flatten();
         let pending = self.pending.get(order_id).into_iter().flatten();
         flushing.chain(pending).cloned().collect()
+    }
+
+    /// The position of `order_id`'s `version`, when it is in memory.
+    pub fn position_of(&self, order_id: &str, version: u64) -> Option<u64> {
+        let flushing = self.flushing.get(order_id).into_iter().flatten();
+        let pending = self.pending.get(order_id).into_iter().flatten();
+        flushing
+            .chain(pending)
+            .find_map(|run| run.position_of(version))
     }
 
     /// Every run in memory, with its order id.
@@ -196,9 +211,14 @@ mod tests {
         recent.push("a", 2, 12);
         recent.push("a", 3, 13);
         assert_eq!(recent.runs_of("a"), vec![run(1, &[10, 12, 13])]);
+        assert_eq!(recent.position_of("a", 2), Some(12));
+        assert_eq!(recent.position_of("a", 4), None);
+        assert_eq!(recent.position_of("a", 0), None);
         let flushing = recent.start_flush();
         assert_eq!(flushing.len(), 2);
         recent.push("a", 4, 14);
+        assert_eq!(recent.position_of("a", 1), Some(10));
+        assert_eq!(recent.position_of("a", 4), Some(14));
         // Still readable while flushing, older run first.
         assert_eq!(
             recent.runs_of("a"),
