@@ -1201,6 +1201,16 @@ mod tests {
                     assert_eq!(order, Order::default(), "round {round}: group {group}");
                 }
             }
+            // The history index (in memory until a checkpoint, so partly
+            // lost with the cut) holds exactly the log: every event is
+            // version = position of order `o-1`.
+            let o1 = OrderId::parse("order_id", "o-1").unwrap();
+            let whole = |upto: u64| (1..=upto).map(|p| (p, p)).collect::<Vec<_>>();
+            assert_eq!(
+                recovered.order_history(&o1, 0, usize::MAX).unwrap(),
+                whole(head),
+                "round {round}: history"
+            );
             // Writing goes on from the head, and survives a clean reopen.
             recovered
                 .commit(&group_record(1000, head + 1, head + 2))
@@ -1210,6 +1220,11 @@ mod tests {
             assert_eq!(again.head().unwrap(), head + 2, "round {round}");
             let all = again.read_events(1, head + 2, usize::MAX).unwrap();
             assert_eq!(positions(&all), (1..=head + 2).collect::<Vec<_>>());
+            assert_eq!(
+                again.order_history(&o1, 0, usize::MAX).unwrap(),
+                whole(head + 2),
+                "round {round}: history after the reopen"
+            );
         }
     }
 
