@@ -125,7 +125,7 @@ impl Reader {
         let every_batch_len = writes
             .every_batch
             .as_ref()
-            .map_or(0, |(k, v)| 9 + k.len() + v.len());
+            .map_or(0, |(k, v)| write_len(k, Some(v.as_ref())));
         if encoded_len(&writes.writes) + every_batch_len > PENDING_MAX_BYTES {
             let mut batch = sled::Batch::default();
             for (key, value) in self.replacing_pending(writes)? {
@@ -237,10 +237,12 @@ fn apply_writes(tree: &sled::Tree, writes: Vec<Write>) -> Result<(), StoreError>
 /// `[key length u32 LE][key][0 = remove | 1 = put][value length u32 LE][value]`...
 /// The length of `encode_writes(writes)`, without encoding.
 fn encoded_len(writes: &[Write]) -> usize {
-    writes
-        .iter()
-        .map(|(k, v)| 5 + k.len() + v.as_ref().map_or(0, |v| 4 + v.len()))
-        .sum()
+    writes.iter().map(|(k, v)| write_len(k, v.as_deref())).sum()
+}
+
+/// The length of one write in that encoding.
+fn write_len(key: &[u8], value: Option<&[u8]>) -> usize {
+    5 + key.len() + value.map_or(0, |v| 4 + v.len())
 }
 
 #[cfg(test)]
