@@ -261,7 +261,7 @@ mod tests {
             };
             let id = shared::domain::OrderId::parse("order_id", "big").unwrap();
             batch.orders.push((id, order));
-            let record = Store::record(&batch, group[0], *group.last().unwrap());
+            let record = Store::record(batch, group[0], *group.last().unwrap());
             store.commit(&record).unwrap();
         }
         store

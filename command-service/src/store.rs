@@ -275,10 +275,7 @@ impl Store {
     fn mark_format(&self) -> Result<(), StoreError> {
         if self.db.get(FORMAT_KEY)?.as_deref() != Some(&FORMAT.to_be_bytes()[..]) {
             self.db.insert(FORMAT_KEY, &FORMAT.to_be_bytes())?;
-            self.db.flush()?;
-            self.db_file
-                .sync_data()
-                .map_err(|e| StoreError::Sled(sled::Error::Io(e)))?;
+            self.sync_sled()?;
             tracing::info!(format = FORMAT, "store format marked");
         }
         Ok(())
@@ -515,14 +512,9 @@ impl Store {
             }
         };
         // The run holding `first` starts at or before it.
-        let start = match self
-            .data
-            .range(history_key(id, 0)..=history_key(id, first))
-            .next_back()
-        {
-            Some(entry) => history::first_version(&entry?.0)?,
-            None => first,
-        };
+        let start = self
+            .run_at_or_before(id, first)?
+            .map_or(first, |run| run.first);
         for entry in self
             .data
             .range(history_key(id, start)..=history_key(id, u64::MAX))
@@ -537,6 +529,22 @@ impl Store {
             take(run, &mut entries);
         }
         Ok(entries)
+    }
+
+    /// The run in sled of order `id` that starts at `version` or is the
+    /// last to start before it (it may end before `version`).
+    fn run_at_or_before(&self, id: &str, version: u64) -> Result<Option<history::Run>, StoreError> {
+        match self
+            .data
+            .range(history_key(id, 0)..=history_key(id, version))
+            .next_back()
+        {
+            Some(entry) => {
+                let (key, value) = entry?;
+                Ok(Some(history::Run::decode(&key, &value)?))
+            }
+            None => Ok(None),
+        }
     }
 
     /// The stored events at `positions` (ascending), each as an encoded
@@ -570,7 +578,7 @@ impl Store {
 
     /// Encodes a group's writes (events `first..=last`) as one log record,
     /// with the history entries of its events beside it.
-    pub fn record(batch: &WriteBatch, first: u64, last: u64) -> GroupRecord {
+    pub fn record(batch: WriteBatch, first: u64, last: u64) -> GroupRecord {
         let mut record = Record::new(first, last);
         for (id, order) in &batch.orders {
             record.push(
@@ -589,7 +597,7 @@ impl Store {
         }
         GroupRecord {
             record,
-            history: batch.history.clone(),
+            history: batch.history,
         }
     }
 
@@ -666,16 +674,22 @@ impl Store {
         self.db.insert(CHECKPOINT_KEY, &covered.to_be_bytes())?;
         self.db
             .insert(HISTORY_INDEXED_KEY, &covered.to_be_bytes())?;
-        self.db.flush()?;
-        self.db_file
-            .sync_data()
-            .map_err(|e| StoreError::Sled(sled::Error::Io(e)))?;
+        self.sync_sled()?;
         lock(&self.recent).end_flush();
         let removed = self.wal.release(covered)?;
         if removed > 0 {
             tracing::debug!(removed, covered, "write-ahead log segments released");
         }
         Ok(())
+    }
+
+    /// Makes what sled holds durable: its flush, then the fdatasync of its
+    /// file that `sled::Db::flush` lacks.
+    fn sync_sled(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        self.db_file
+            .sync_data()
+            .map_err(|e| StoreError::Sled(sled::Error::Io(e)))
     }
 
     /// The last position applied to sled (durable or not).
@@ -828,7 +842,7 @@ mod tests {
             for position in group.clone() {
                 batch.push_event(position, &event(position));
             }
-            let record = Store::record(&batch, *group.start(), *group.end());
+            let record = Store::record(batch, *group.start(), *group.end());
             store.commit(&record).unwrap();
         }
         let blocks = store.data.scan_prefix([LOG]).count();
@@ -914,7 +928,7 @@ mod tests {
                 batch.push_event(position, &interleaved(position));
             }
             store
-                .commit(&Store::record(&batch, *group.start(), *group.end()))
+                .commit(&Store::record(batch, *group.start(), *group.end()))
                 .unwrap();
         }
     }
@@ -988,7 +1002,7 @@ mod tests {
         for position in 1..=6 {
             batch.push_event(position, &interleaved(position));
         }
-        store.commit(&Store::record(&batch, 1, 6)).unwrap();
+        store.commit(&Store::record(batch, 1, 6)).unwrap();
         store.checkpoint().unwrap();
         // Format 3 wrote one entry per event.
         for entry in store.data.scan_prefix([HISTORY]) {
@@ -1053,7 +1067,7 @@ mod tests {
                 result: result(group, last),
             },
         ));
-        Store::record(&batch, first, last)
+        Store::record(batch, first, last)
     }
 
     /// Copies the files of `from` whose path (relative) satisfies `keep`.

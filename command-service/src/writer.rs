@@ -430,11 +430,8 @@ impl Core {
         // A group that writes nothing answers from sled, which holds only
         // what was synced.
         if let Some(decided) = group.finish() {
-            let record = Store::record(
-                &decided.batch,
-                decided.first_position,
-                decided.last_position,
-            );
+            let record =
+                Store::record(decided.batch, decided.first_position, decided.last_position);
             let started = Instant::now();
             if let Err(e) = self.store.commit(&record) {
                 self.failure.set("group commit", &e);

@@ -27,7 +27,7 @@ use shared::domain::{Order, OrderId, RecordedEvent};
 
 use super::history::Run;
 use super::{
-    check_format, decode_event, history_key, lock, log_key, open_sled, position_of, OpenError,
+    check_format, decode_event, history_key, key, lock, log_key, open_sled, position_of, OpenError,
     Store, StoredCommand, CHECKPOINT_KEY, COMMAND, FORMAT, FORMAT_KEY, HISTORY,
     HISTORY_INDEXED_KEY, LOG, LOG_ID_KEY, ORDER,
 };
@@ -107,6 +107,12 @@ impl Store {
             .into_iter()
             .map(|(id, run)| (history_key(&id, run.first), run))
             .collect();
+        // A run cut after its last position at or before `position`; one
+        // with nothing left is not passed on.
+        let mut emit_run = |key: &[u8], run: Run| match run.up_to(position) {
+            Some(run) => emit(key, &run.encode()),
+            None => true,
+        };
         for entry in self.data.scan_prefix([HISTORY]) {
             let (key, value) = entry?;
             let mut run = Run::decode(&key, &value)?;
@@ -116,17 +122,13 @@ impl Store {
                     run = same;
                 }
             }
-            if let Some(run) = run.up_to(position) {
-                if !emit(&key, &run.encode()) {
-                    return Ok(None);
-                }
+            if !emit_run(&key, run) {
+                return Ok(None);
             }
         }
         for (key, run) in in_memory {
-            if let Some(run) = run.up_to(position) {
-                if !emit(&key, &run.encode()) {
-                    return Ok(None);
-                }
+            if !emit_run(&key, run) {
+                return Ok(None);
             }
         }
         for entry in self.data.scan_prefix([COMMAND]) {
@@ -140,14 +142,12 @@ impl Store {
             let (key, value) = entry?;
             let order: Order = codec::decode_snapshot(&value)?;
             let id = String::from_utf8_lossy(&key[1..]).into_owned();
-            let order_id =
-                OrderId::parse("order_id", &id).map_err(|_| StoreError::LogKey(key.to_vec()))?;
             // The event that made the snapshot's version; not found when its
             // group is being applied right now (history after the snapshot).
             let made_at = self.position_of_version(&id, order.version)?;
             let kept = match made_at {
                 Some(at) if at <= position => emit(&key, &value),
-                _ => match self.order_as_of(&order_id, position)? {
+                _ => match self.order_as_of(&id, position)? {
                     Some(order) => {
                         rebuilt_orders += 1;
                         emit(&key, &codec::encode_snapshot(&order))
@@ -172,24 +172,18 @@ impl Store {
         if let Some(position) = lock(&self.recent).position_of(id, version) {
             return Ok(Some(position));
         }
-        match self
-            .data
-            .range(history_key(id, 0)..=history_key(id, version))
-            .next_back()
-        {
-            Some(entry) => {
-                let (key, value) = entry?;
-                Ok(Run::decode(&key, &value)?.position_of(version))
-            }
-            None => Ok(None),
-        }
+        Ok(self
+            .run_at_or_before(id, version)?
+            .and_then(|run| run.position_of(version)))
     }
 
     /// The order `id` as its events up to `position` made it; `None` when it
     /// had none.
-    fn order_as_of(&self, order_id: &OrderId, position: u64) -> Result<Option<Order>, StoreError> {
+    fn order_as_of(&self, id: &str, position: u64) -> Result<Option<Order>, StoreError> {
+        let order_id = OrderId::parse("order_id", id)
+            .map_err(|_| StoreError::LogKey(key(ORDER, id.as_bytes())))?;
         let positions: Vec<u64> = self
-            .order_history(order_id, 0, usize::MAX)?
+            .order_history(&order_id, 0, usize::MAX)?
             .into_iter()
             .map(|(_, at)| at)
             .take_while(|&at| at <= position)
@@ -365,11 +359,8 @@ mod tests {
                     .unwrap();
             }
             let decided = group.finish().unwrap();
-            let record = Store::record(
-                &decided.batch,
-                decided.first_position,
-                decided.last_position,
-            );
+            let record =
+                Store::record(decided.batch, decided.first_position, decided.last_position);
             store.commit(&record).unwrap();
             records.push(record);
         }

@@ -81,7 +81,7 @@ impl Run {
 }
 
 /// The first version of the run stored under `key`.
-pub(super) fn first_version(key: &[u8]) -> Result<u64, StoreError> {
+fn first_version(key: &[u8]) -> Result<u64, StoreError> {
     key.len()
         .checked_sub(8)
         .and_then(|at| <[u8; 8]>::try_from(&key[at..]).ok())
