@@ -13,12 +13,19 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let config = Config::parse();
-    shared::server::block_on("command-service", config.worker_threads, async {
-        match &config.tool {
-            Some(tool) => run_tool(tool, &config).await,
-            None => shared::server::traced("command-service", &config.server, serve(&config)).await,
-        }
-    })
+    shared::server::block_on(
+        "command-service",
+        config.worker_threads,
+        shared::server::NextTask::Oldest,
+        async {
+            match &config.tool {
+                Some(tool) => run_tool(tool, &config).await,
+                None => {
+                    shared::server::traced("command-service", &config.server, serve(&config)).await
+                }
+            }
+        },
+    )
 }
 
 async fn serve(config: &Config) -> ExitCode {

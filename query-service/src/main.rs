@@ -16,6 +16,7 @@ fn main() -> ExitCode {
     shared::server::block_on(
         "query-service",
         config.worker_threads,
+        shared::server::NextTask::Woken,
         shared::server::traced("query-service", &config.server, serve(&config)),
     )
 }
