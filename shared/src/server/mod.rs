@@ -41,10 +41,11 @@ pub fn block_on(
 /// Which task a tokio worker runs after the running task woke another.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NextTask {
-    /// The one it woke (tokio's default, its "LIFO slot"). The woken task
-    /// stays on the worker that woke it, out of reach of the others' work
-    /// stealing: query-service, whose applier pipeline hands each event
-    /// from task to task on several workers.
+    /// The one it woke (tokio's default, its "LIFO slot"), which stays on
+    /// the worker that woke it, out of reach of the other workers' stealing:
+    /// query-service, a worker per core by default. With the slot off, its CPU per
+    /// applied event following at 2,000 commands/s rose from 90-118 µs to
+    /// 118-124 µs (BENCHMARKS.md).
     Woken,
     /// The one queued longest (the LIFO slot off). Every gRPC response wakes
     /// its HTTP/2 connection's task. With the slot, that task ran right after
@@ -52,7 +53,7 @@ pub enum NextTask {
     /// whole commit group's replies were ready together. Now it runs after
     /// them and writes them in one go: command-service, one async worker by
     /// default, made one `writev` per 8 commands instead of one per command
-    /// at saturation, for about 30% less CPU per command (BENCHMARKS.md).
+    /// at saturation, for 20-30% less CPU per command (BENCHMARKS.md).
     ///
     /// `disable_lifo_slot` is one of tokio's unstable options: the
     /// workspace's `.cargo/config.toml` builds with `--cfg tokio_unstable`.
