@@ -77,7 +77,7 @@ pub async fn run(mode: Mode, out: &Path, bin_dir: &Path) -> Result<(), String> {
     let mut reports = Vec::new();
 
     // Baselines.
-    let echo_server = crate::start_echo_server()?;
+    let echo_server = crate::start_echo_server(None)?;
     let cpu = Cpu::start(&echo_server);
     let mut echo_start = crate::run_echo(echo_server.addr, &closed(64), 4, "echo (start)").await?;
     cpu.finish(&echo_server, &mut echo_start);

@@ -97,6 +97,10 @@ enum Scenario {
     EchoServer {
         #[arg(long, default_value = "127.0.0.1:0")]
         listen: SocketAddr,
+        /// The durable echo: each request appended to a file in this
+        /// directory and fdatasynced (group commit) before the reply.
+        #[arg(long)]
+        sync_dir: Option<PathBuf>,
     },
     /// Baseline: bare tonic unary echo, sized like the command workload.
     Echo {
@@ -217,13 +221,13 @@ fn main() -> ExitCode {
 
 async fn dispatch(scenario: Scenario) -> Result<(), String> {
     match scenario {
-        Scenario::EchoServer { listen } => echo::serve(listen).await,
+        Scenario::EchoServer { listen, sync_dir } => echo::serve(listen, sync_dir.as_deref()).await,
         Scenario::Echo { common, echo } => {
             let server;
             let addr = match echo {
                 Some(addr) => addr,
                 None => {
-                    server = start_echo_server()?;
+                    server = start_echo_server(None)?;
                     server.addr
                 }
             };
@@ -247,7 +251,7 @@ async fn dispatch(scenario: Scenario) -> Result<(), String> {
             // The command side alone, and the echo server under the same plan
             // in the same run: server CPU per request over the echo server's.
             let plan = common.plan(64);
-            let echo = start_echo_server()?;
+            let echo = start_echo_server(None)?;
             let echo_cpu = echo.cpu_seconds().unwrap_or(0.0);
             let mut baseline = run_echo(echo.addr, &plan, common.connections, "echo").await?;
             per_request_cpu(&mut baseline, echo.cpu_seconds().unwrap_or(0.0) - echo_cpu);
@@ -402,18 +406,19 @@ fn finish(reports: &[Report], json: Option<&Path>) -> Result<(), String> {
     Ok(())
 }
 
-/// Starts `loadgen echo-server` as its own process.
-pub fn start_echo_server() -> Result<services::Proc, String> {
+/// Starts `loadgen echo-server` as its own process; with `sync_dir`, the
+/// durable echo writing there.
+pub fn start_echo_server(sync_dir: Option<&Path>) -> Result<services::Proc, String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    services::Proc::spawn(
-        "echo-server",
-        &exe,
-        &[
-            "echo-server".into(),
-            "--listen".into(),
-            "127.0.0.1:0".into(),
-        ],
-    )
+    let mut args = vec![
+        "echo-server".to_owned(),
+        "--listen".to_owned(),
+        "127.0.0.1:0".to_owned(),
+    ];
+    if let Some(dir) = sync_dir {
+        args.extend(["--sync-dir".to_owned(), dir.display().to_string()]);
+    }
+    services::Proc::spawn("echo-server", &exe, &args)
 }
 
 /// The echo baseline, with message sizes of a typical command and its result.

@@ -7,7 +7,11 @@
 //! - `paced e2e`: each command followed by a `GetOrder` with `min_position` and
 //!   an open `WatchOrder`: ack -> visible p50/p99, and the same CPU figures.
 //!
-//! The bare echo server at the same rate, in the same run, is the baseline.
+//! The baselines, at the same rates in the same run: the bare echo server,
+//! and the durable echo (the echo server appending each request to a file
+//! and fdatasyncing it before the reply: the floor under a durable command
+//! on this machine's disk). The command phases print command-service's CPU
+//! per command over each.
 
 use std::path::Path;
 use std::time::Duration;
@@ -59,31 +63,38 @@ pub async fn run(
     };
     let mut reports = Vec::new();
 
-    let echo = crate::start_echo_server()?;
-    for &rate in rates {
-        let meter = Meter::start(&echo);
-        let mut report = crate::run_echo(
-            echo.addr,
-            &plan(rate),
-            CONNECTIONS,
-            &format!("paced echo @{rate}/s"),
-        )
-        .await?;
-        report.extra(
-            "server_cpu_us_per_request",
-            per(meter.seconds(), report.count),
-        );
-        report.print();
-        reports.push(report);
+    // Per rate: the echo's and the durable echo's server CPU per request.
+    let mut baselines = vec![[0.0; 2]; rates.len()];
+    let sync_dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    for (kind, sync) in [(0, None), (1, Some(sync_dir.path()))] {
+        let echo = crate::start_echo_server(sync)?;
+        let name = if sync.is_some() {
+            "durable echo"
+        } else {
+            "echo"
+        };
+        for (&rate, baseline) in rates.iter().zip(&mut baselines) {
+            let meter = Meter::start(&echo);
+            let mut report = crate::run_echo(
+                echo.addr,
+                &plan(rate),
+                CONNECTIONS,
+                &format!("paced {name} @{rate}/s"),
+            )
+            .await?;
+            baseline[kind] = per(meter.seconds(), report.count);
+            report.extra("server_cpu_us_per_request", baseline[kind]);
+            report.print();
+            reports.push(report);
+        }
     }
-    drop(echo);
 
     let target = Target::new(bin_dir, None, None)?;
     eprintln!("paced: writing a log of {events} events (replica following)");
     let mut head = target.ensure_log(events).await?;
     let command = target.command_proc.as_ref().ok_or("no command-service")?;
     let query = target.query_proc.as_ref().ok_or("no query-service")?;
-    for &rate in rates {
+    for (&rate, &baseline) in rates.iter().zip(&baselines) {
         // The replica only follows.
         let (command_cpu, query_cpu) = (Meter::start(command), Meter::start(query));
         let (mut report, written) = target
@@ -97,6 +108,7 @@ pub async fn run(
         let applied = written - head;
         head = written;
         figures(&mut report, &command_cpu, &query_cpu, applied, head);
+        versus(&mut report, baseline);
         report.print();
         reports.push(report);
 
@@ -109,10 +121,26 @@ pub async fn run(
         head = status.head_position;
         report.scenario = format!("paced e2e @{rate}/s");
         figures(&mut report, &command_cpu, &query_cpu, applied, head);
+        versus(&mut report, baseline);
         report.print();
         reports.push(report);
     }
     Ok(reports)
+}
+
+/// command-service's CPU per command over each baseline's per request.
+fn versus(report: &mut Report, [echo, durable_echo]: [f64; 2]) {
+    let command = report.extra["command_cpu_us_per_command"]
+        .as_f64()
+        .unwrap_or(0.0);
+    report.extra(
+        "command_cpu_over_echo",
+        command / echo.max(f64::MIN_POSITIVE),
+    );
+    report.extra(
+        "command_cpu_over_durable_echo",
+        command / durable_echo.max(f64::MIN_POSITIVE),
+    );
 }
 
 fn figures(report: &mut Report, command: &Meter<'_>, query: &Meter<'_>, applied: u64, head: u64) {
