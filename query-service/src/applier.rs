@@ -34,8 +34,11 @@ use crate::watchers::Watchers;
 /// How often a rebuild logs its progress.
 const REBUILD_LOG_EVERY: Duration = Duration::from_secs(5);
 
-/// How often the store is flushed, so a failed background flush is seen even
-/// when no event arrives to be written.
+/// How often the store is flushed. sled runs without its own flusher
+/// (`store::open_sled`), so this is what writes the read models out between
+/// shutdowns (a crash loses at most this much applying, which the replica
+/// then does again from the log), and a failed flush is seen even when no
+/// event arrives to be written.
 const FLUSH_CHECK_EVERY: Duration = Duration::from_secs(1);
 
 /// Batches of at most this many events are applied on the async worker (the
