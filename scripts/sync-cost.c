@@ -58,8 +58,10 @@ int main(int argc, char **argv) {
   int sync_after = strcmp(mode, "fdatasync") == 0;
   int flags = O_RDWR;
   if (strcmp(mode, "dsync") == 0) flags |= O_DSYNC;
-  else if (strcmp(mode, "direct") == 0) flags |= O_DSYNC | O_DIRECT, size = (size + ALIGN - 1) / ALIGN * ALIGN;
-  else if (!sync_after && strcmp(mode, "sleep") != 0) {
+  else if (strcmp(mode, "direct") == 0) {
+    flags |= O_DSYNC | O_DIRECT;
+    size = (size + ALIGN - 1) / ALIGN * ALIGN;
+  } else if (!sync_after && strcmp(mode, "sleep") != 0) {
     fprintf(stderr, "unknown mode %s\n", mode);
     return 2;
   }
